@@ -46,6 +46,18 @@ def open_text_or_gzip(path):
     return open(path, "rb", buffering=1 << 20)
 
 
+def _first_line_problem(line):
+    text = line[:40].decode("utf-8", "replace").strip()
+    if "\ufffd" in text or any(ord(c) < 32 for c in text if c != "\t"):
+        return "binary data where a '>' header was expected"
+    return f"expected a '>' header, got {text!r}"
+
+
+def check_readable(path):
+    """Fail early, before any work or logging of plans, on a missing or unreadable input."""
+    open_text_or_gzip(path).close()
+
+
 def _describe(char):
     return repr(chr(char)) if 32 <= char < 127 else f"byte 0x{char:02x}"
 
@@ -120,10 +132,7 @@ def read_fasta(path, alphabet="nucleotide", allow_empty_file=False, check_duplic
                     parts = []
                 elif record_id is None:
                     if line.strip():
-                        raise UserError(
-                            f"{path}: line {line_number}: not FASTA (expected a '>' header, "
-                            f"got {line[:30].decode('utf-8', 'replace').strip()!r})"
-                        )
+                        raise UserError(f"{path}: line {line_number}: not FASTA: {_first_line_problem(line)}")
                 else:
                     parts.append(line.translate(None, _WHITESPACE))
         except (OSError, EOFError, gzip.BadGzipFile) as err:

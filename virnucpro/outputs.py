@@ -32,8 +32,15 @@ def atomic_paths(paths):
                 os.remove(tmp)
         raise
     for tmp, final in zip(tmps, paths):
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, final)
+        publish(tmp, final)
+
+
+def publish(tmp, final):
+    """Move a completed temporary file to its final name (readable like a normally created file)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, final)
 
 
 def already_complete(paths, overwrite=False, what="output"):

@@ -1,0 +1,33 @@
+"""Small helpers shared by the tests."""
+
+import os
+import subprocess
+import sys
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+DATA = os.path.join(TESTS, "data")
+REPO = os.path.dirname(TESTS)
+BIN = os.path.join(REPO, "bin")
+
+
+def read_fasta_pairs(path):
+    """Single-line FASTA as written by the tools -> list of (id, sequence)."""
+    with open(path) as handle:
+        lines = handle.read().splitlines()
+    assert len(lines) % 2 == 0, f"{path} is not one line per sequence"
+    return [(lines[i][1:], lines[i + 1]) for i in range(0, len(lines), 2)]
+
+
+def run_tool(tool, *args, check=True, env=None, cwd=None):
+    """Run a bin/ tool with this interpreter; returns the CompletedProcess (text)."""
+    full_env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **(env or {}))
+    result = subprocess.run([sys.executable, os.path.join(BIN, tool), *map(str, args)],
+                            capture_output=True, text=True, env=full_env, cwd=cwd)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{tool} failed ({result.returncode}):\n{result.stderr}")
+    return result
+
+
+def files_in(folder):
+    """Names of the files in a folder, hidden temporaries included (so leftovers are caught)."""
+    return sorted(os.listdir(folder)) if os.path.isdir(folder) else []

@@ -1,0 +1,331 @@
+"""Stage 1: cut sequences into chunks and keep the stop-free six-frame translations (SPEC 1.1, 1.2).
+
+The original translated codon by codon in Python. Here a whole batch of records is concatenated
+and every codon position of both strands is translated at once with a NumPy lookup table; a frame
+is then one C-level strided slice of that table's output.
+"""
+
+import json
+import logging
+import math
+import os
+import re
+
+import numpy as np
+from tqdm import tqdm
+
+from . import __version__
+from .cli import UserError
+from .fasta import check_readable, format_record, read_fasta, stem, wrap_record
+from .outputs import atomic_paths, publish, temp_path_for
+from .parallel import ordered_map, plan_pool
+
+log = logging.getLogger(__name__)
+
+BASES = "TCAG"
+AMINO_ACIDS = "FFLLSSSSYY**CC*WLLLLPPPPHHQQRRRRIIIMTTTTNNKKSSRRVVVVAAAADDEEGGGG"
+#: Standard genetic code, e.g. "ATG" -> "M"; stop codons -> "*".
+CODON_TABLE = {a + b + c: AMINO_ACIDS[16 * i + 4 * j + k]
+               for i, a in enumerate(BASES) for j, b in enumerate(BASES) for k, c in enumerate(BASES)}
+
+COMPLEMENT = bytes.maketrans(b"ACGT", b"TGCA")  # any other letter (N, IUPAC codes) stays as it is
+_DROPPED = ord("#")  # marks a codon holding a non-ACGT letter: it adds no amino acid
+
+
+def _codon_lookup():
+    """Base codes A,C,G,T -> 0..3, anything else -> 4; a codon's index is 25*b1 + 5*b2 + b3."""
+    base_code = np.full(256, 4, dtype=np.uint8)
+    for code, base in enumerate(b"ACGT"):
+        base_code[base] = code
+    letters = np.full(125, _DROPPED, dtype=np.uint8)
+    for codon, amino_acid in CODON_TABLE.items():
+        b1, b2, b3 = (int(base_code[ord(b)]) for b in codon)
+        letters[25 * b1 + 5 * b2 + b3] = ord(amino_acid)
+    return base_code, letters
+
+
+BASE_CODE, CODON_LETTERS = _codon_lookup()
+
+
+def chunk_bounds(length, chunk_size):
+    """(start, end) of each chunk of a sequence, spreading the overlap exactly as VirNucPro does."""
+    n = math.ceil(length / chunk_size)
+    overlap = n * chunk_size - length
+    low = overlap // n
+    k = overlap - low * (n - 1)
+    shifts = [low + 1] * k + [low] * (n - 1 - k) + [0]
+    bounds, shifted = [], 0
+    for i in range(n):
+        start = i * chunk_size - shifted
+        bounds.append((start, min(start + chunk_size, length)))
+        shifted += shifts[i]
+    return bounds
+
+
+def amino_acid_at_each_position(seq):
+    """Byte i is the amino acid of the codon seq[i:i+3] (b'#' if it holds a non-ACGT letter)."""
+    if len(seq) < 3:
+        return b""
+    codes = BASE_CODE[np.frombuffer(seq, dtype=np.uint8)]
+    index = codes[:-2] * 25 + codes[1:-1] * 5 + codes[2:]  # at most 124: fits uint8
+    return CODON_LETTERS[index].tobytes()
+
+
+def _stop_free_frames(strand, amino_acids, start, end, chunk_id, strand_letter, out):
+    """Append (frame id, nucleotide, protein) for each frame of strand[start:end] without a stop."""
+    last_codon_stop = max(end - 2, 0)  # a negative stop would wrap around to the strand's end
+    for frame in range(3):
+        protein = amino_acids[start + frame : last_codon_stop : 3]
+        if b"*" in protein:
+            continue
+        if b"#" in protein:
+            protein = protein.replace(b"#", b"")
+        if not protein:
+            continue
+        first = start + frame
+        nucleotide = strand[first : min(first + 3 * len(protein) + 1, end)]
+        out.append((f"{chunk_id}{strand_letter}{frame + 1}", nucleotide.decode(), protein.decode()))
+
+
+def translate_records(records, chunk_size):
+    """Chunk and six-frame translate a batch of (id, sequence) records.
+
+    Returns (frames, summaries, frameless): frames as (id, nucleotide, protein) in output order,
+    one (id, length, chunks) per record, and how many chunks had no stop-free frame.
+    """
+    forward = b"".join(seq.encode().upper() for _, seq in records)
+    reverse = forward.translate(COMPLEMENT)[::-1]
+    forward_aa = amino_acid_at_each_position(forward)
+    reverse_aa = amino_acid_at_each_position(reverse)
+    total = len(forward)
+    frames, summaries, offset, frameless = [], [], 0, 0
+    for record_id, seq in records:
+        bounds = chunk_bounds(len(seq), chunk_size)
+        summaries.append((record_id, len(seq), len(bounds)))
+        for number, (start, end) in enumerate(bounds, 1):
+            chunk_id = f"{record_id}_chunk_{number}"
+            first, last = offset + start, offset + end
+            before = len(frames)
+            _stop_free_frames(forward, forward_aa, first, last, chunk_id, "F", frames)
+            _stop_free_frames(reverse, reverse_aa, total - last, total - first, chunk_id, "R", frames)
+            frameless += len(frames) == before
+        offset += len(seq)
+    return frames, summaries, frameless
+
+
+def translate_batch(task):
+    """Pool worker: one batch of records -> translate_records' result."""
+    records, chunk_size = task
+    return translate_records(records, chunk_size)
+
+
+def chunk_batch(task):
+    """Pool worker for --write_chunks: the chunks themselves, wrapped as the original wrote them."""
+    records, chunk_size = task
+    return "".join(
+        wrap_record(f"{record_id}_chunk_{number}", seq[start:end])
+        for record_id, seq in records
+        for number, (start, end) in enumerate(chunk_bounds(len(seq), chunk_size), 1)
+    )
+
+
+def batches(records, chunk_size, batch_bases):
+    """Group records into tasks of about `batch_bases` bases (a huge record is a task alone)."""
+    batch, size = [], 0
+    for record in records:
+        batch.append(record)
+        size += len(record[1])
+        if size >= batch_bases:
+            yield batch, chunk_size
+            batch, size = [], 0
+    if batch:
+        yield batch, chunk_size
+
+
+def output_paths(input, outdir, shard_count=0, write_chunks=False):
+    """Final output names for an input: the pair (or numbered shard pairs), the table, chunks."""
+    base = os.path.join(outdir, stem(input))
+    if shard_count:
+        pairs = [(f"{base}.{i:05d}.nucleotide.fa", f"{base}.{i:05d}.protein.fa") for i in range(1, shard_count + 1)]
+    else:
+        pairs = [(f"{base}.nucleotide.fa", f"{base}.protein.fa")]
+    paths = {
+        "nucleotide": [n for n, _ in pairs],
+        "protein": [p for _, p in pairs],
+        "sequences": f"{base}.sequences.tsv",
+        "manifest": f"{base}.translate.json",
+    }
+    if write_chunks:
+        paths["chunks"] = f"{base}.chunks.fa"
+    return paths
+
+
+def _finished_run(manifest_path, settings):
+    """The outputs of an earlier run with the same settings, if it completed; else None."""
+    try:
+        with open(manifest_path) as handle:
+            manifest = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    if manifest.get("settings") != settings:
+        return None
+    folder = os.path.dirname(manifest_path)
+    outputs = {key: [os.path.join(folder, n) for n in names] if isinstance(names, list) else os.path.join(folder, names)
+               for key, names in manifest["outputs"].items()}
+    files = outputs["nucleotide"] + outputs["protein"] + [outputs["sequences"]]
+    return outputs if all(os.path.exists(f) for f in files) else None
+
+
+class _ShardWriter:
+    """Writes frames to numbered (nucleotide, protein) temporary files of `shard_size` frames each."""
+
+    def __init__(self, outdir, shard_size):
+        self.outdir, self.shard_size = outdir, shard_size
+        self.temps, self.frames_in_shard, self.handles = [], 0, None
+        self._open()
+
+    def _open(self):
+        if self.handles:
+            for handle in self.handles:
+                handle.close()
+        temps = (self._temp(), self._temp())
+        self.temps.append(temps)
+        self.handles = [open(t, "w", buffering=1 << 20) for t in temps]
+        self.frames_in_shard = 0
+
+    def _temp(self):
+        return temp_path_for(os.path.join(self.outdir, "shard"))
+
+    def write(self, frames):
+        while frames:
+            room = len(frames) if not self.shard_size else self.shard_size - self.frames_in_shard
+            if room == 0:
+                self._open()
+                continue
+            part, frames = frames[:room], frames[room:]
+            self.handles[0].writelines(format_record(i, n) for i, n, _ in part)
+            self.handles[1].writelines(format_record(i, p) for i, _, p in part)
+            self.frames_in_shard += len(part)
+
+    def close(self):
+        for handle in self.handles:
+            handle.close()
+
+    def discard(self):
+        self.close()
+        for pair in self.temps:
+            for temp in pair:
+                if os.path.exists(temp):
+                    os.remove(temp)
+
+
+def translate_fasta(input, outdir, chunk_size=500, workers=None, shard_size=0, overwrite=False,
+                    write_chunks=False, batch_bases=None):
+    """Translate one FASTA file; returns dict(nucleotide=[paths], protein=[paths], sequences=path).
+
+    Output is byte-identical for any number of workers. A finished run with the same settings is
+    reused (logged) unless `overwrite`. Nothing is left under a final name if the run fails.
+    """
+    if chunk_size not in (300, 500):
+        log.warning("chunk size %s: the published classifiers were trained on 300 or 500", chunk_size)
+    if not isinstance(chunk_size, int) or chunk_size < 3:
+        raise UserError(f"--chunk_size must be a whole number of at least 3, got {chunk_size!r}")
+    if not isinstance(shard_size, int) or shard_size < 0:
+        raise UserError(f"--shard_size must be a whole number >= 0, got {shard_size!r}")
+    check_readable(input)
+    os.makedirs(outdir, exist_ok=True)
+    manifest_path = output_paths(input, outdir)["manifest"]
+    settings = {"input": os.path.basename(input), "chunk_size": chunk_size, "shard_size": shard_size,
+                "write_chunks": write_chunks, "virnucpro_version": __version__}
+    previous = None if overwrite else _finished_run(manifest_path, settings)
+    if previous:
+        log.info("translation of %s already complete in %s, skipping (use --overwrite to redo)", input, outdir)
+        return previous
+
+    size = os.path.getsize(input) if os.path.exists(input) else 0
+    batch_bases = batch_bases or 1_000_000
+    workers, chunksize = plan_pool(size // batch_bases + 1, workers)
+    log.info("translating %s: chunk size %d, %d worker(s), batches of ~%d bases", input, chunk_size, workers, batch_bases)
+
+    writer = _ShardWriter(outdir, shard_size)
+    table_temp = temp_path_for(output_paths(input, outdir)["sequences"])
+    n_records = n_frames = n_chunks = n_frameless = 0
+    try:
+        with open(table_temp, "w") as table, tqdm(total=size, unit="B", unit_scale=True, desc="translate",
+                                                   mininterval=1.0) as progress:
+            table.write("sequence_id\tlength\tchunks\n")
+            records = read_fasta(input, alphabet="nucleotide", progress=progress)
+            tasks = batches(records, chunk_size, batch_bases)
+            for frames, summaries, frameless in ordered_map(translate_batch, tasks, workers, chunksize):
+                writer.write(frames)
+                table.writelines(f"{i}\t{length}\t{chunks}\n" for i, length, chunks in summaries)
+                n_records += len(summaries)
+                n_chunks += sum(chunks for _, _, chunks in summaries)
+                n_frames += len(frames)
+                n_frameless += frameless
+        writer.close()
+        if write_chunks:
+            _write_chunks(input, output_paths(input, outdir, write_chunks=write_chunks)["chunks"],
+                          chunk_size, workers, chunksize, batch_bases)
+    except BaseException:
+        writer.discard()
+        if os.path.exists(table_temp):
+            os.remove(table_temp)
+        raise
+
+    outputs = output_paths(input, outdir, len(writer.temps) if shard_size else 0, write_chunks)
+    _remove_stale_shards(outdir, input, outputs)
+    for (nucleotide_temp, protein_temp), nucleotide, protein in zip(writer.temps, outputs["nucleotide"], outputs["protein"]):
+        publish(nucleotide_temp, nucleotide)
+        publish(protein_temp, protein)
+    publish(table_temp, outputs["sequences"])
+    names = {key: [os.path.basename(p) for p in value] if isinstance(value, list) else os.path.basename(value)
+             for key, value in outputs.items()}
+    manifest = {"settings": settings, "outputs": names,
+                "counts": {"records": n_records, "chunks": n_chunks, "frames": n_frames}}
+    with atomic_paths([manifest_path]) as (temp,):
+        with open(temp, "w") as handle:
+            json.dump(manifest, handle, indent=1)
+    log.info("%d records, %d chunks, %d stop-free frames in %d shard(s) under %s", n_records, n_chunks,
+             n_frames, len(outputs["nucleotide"]), outdir)
+    if n_frameless:
+        log.info("%d chunk(s) had no stop-free frame in any of the six frames: they get no score", n_frameless)
+    return outputs
+
+
+def _write_chunks(input, path, chunk_size, workers, chunksize, batch_bases):
+    with atomic_paths([path]) as (temp,):
+        with open(temp, "w") as handle:
+            records = read_fasta(input, alphabet="nucleotide", check_duplicates=False)
+            tasks = batches(records, chunk_size, batch_bases)
+            handle.writelines(ordered_map(chunk_batch, tasks, workers, chunksize))
+
+
+def _remove_stale_shards(outdir, input, outputs):
+    """A rerun with other shard settings must not leave an earlier run's pairs behind."""
+    pair_name = re.compile(re.escape(stem(input)) + r"(\.\d{5})?\.(nucleotide|protein)\.fa")
+    keep = set(map(os.path.basename, outputs["nucleotide"] + outputs["protein"]))
+    for name in os.listdir(outdir):
+        if pair_name.fullmatch(name) and name not in keep:
+            os.remove(os.path.join(outdir, name))
+
+
+def translate(input, outdir, chunk_size=500, workers=None, shard_size=0, overwrite=False,
+              write_chunks=False, verbose=False):
+    """Cut sequences into chunks and keep each chunk's stop-free six-frame translations.
+
+    Writes OUTDIR/<stem>.nucleotide.fa and OUTDIR/<stem>.protein.fa (same ids, same order) and
+    OUTDIR/<stem>.sequences.tsv (id, length, chunks per input record).
+
+    Args:
+      input: FASTA file of DNA (plain or .gz).
+      outdir: output folder (created if needed).
+      chunk_size: 300 or 500, the length the classifier was trained on.
+      workers: processes to use (default: all CPUs available to this job).
+      shard_size: frames per output shard pair <stem>.00001.*.fa, ... (0: one pair).
+      overwrite: redo even if a complete output with the same settings exists.
+      write_chunks: also write the chunks as <stem>.chunks.fa (wrapped like the original's).
+      verbose: debug logging.
+    """
+    translate_fasta(input, outdir, chunk_size=chunk_size, workers=workers, shard_size=shard_size,
+                    overwrite=overwrite, write_chunks=write_chunks)
