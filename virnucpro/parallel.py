@@ -13,12 +13,13 @@ def available_cpus():
         return os.cpu_count() or 1
 
 
-def plan_pool(n_tasks, workers=None):
+def plan_pool(n_tasks, workers=None, max_chunksize=4):
     """Return (workers, chunksize) for about `n_tasks` batches: no more workers than tasks,
-    and about four chunks per worker so slow batches balance without per-task overhead."""
+    and about four chunks per worker so slow batches balance without per-task overhead.
+    The chunksize is capped so the work in flight (and memory) does not grow with the input."""
     n_tasks = max(int(n_tasks), 1)
     workers = max(1, min(workers or available_cpus(), n_tasks))
-    chunksize = max(1, n_tasks // (workers * 4))
+    chunksize = max(1, min(n_tasks // (workers * 4), max_chunksize))
     return workers, chunksize
 
 
@@ -39,7 +40,7 @@ def ordered_map(worker, tasks, workers, chunksize=1, max_in_flight=None):
     if workers <= 1:
         yield from map(worker, tasks)
         return
-    max_in_flight = max(max_in_flight or workers * chunksize * 4, 2 * chunksize)
+    max_in_flight = max(max_in_flight or workers * chunksize * 2, 2 * chunksize)
     slots = threading.Semaphore(max_in_flight)
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(workers) as pool:

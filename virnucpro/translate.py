@@ -114,9 +114,13 @@ def translate_records(records, chunk_size):
 
 
 def translate_batch(task):
-    """Pool worker: one batch of records -> translate_records' result."""
+    """Pool worker: one batch of records -> (nucleotide records, protein records, summaries,
+    frameless), the records already formatted as FASTA text so the writer only writes."""
     records, chunk_size = task
-    return translate_records(records, chunk_size)
+    frames, summaries, frameless = translate_records(records, chunk_size)
+    nucleotide = [format_record(frame_id, seq) for frame_id, seq, _ in frames]
+    protein = [format_record(frame_id, seq) for frame_id, _, seq in frames]
+    return nucleotide, protein, summaries, frameless
 
 
 def chunk_batch(task):
@@ -196,16 +200,18 @@ class _ShardWriter:
     def _temp(self):
         return temp_path_for(os.path.join(self.outdir, "shard"))
 
-    def write(self, frames):
-        while frames:
-            room = len(frames) if not self.shard_size else self.shard_size - self.frames_in_shard
+    def write(self, nucleotide, protein):
+        """Write formatted records (same frames in both lists), opening a new shard when one is full."""
+        done = 0
+        while done < len(nucleotide):
+            room = len(nucleotide) - done if not self.shard_size else self.shard_size - self.frames_in_shard
             if room == 0:
                 self._open()
                 continue
-            part, frames = frames[:room], frames[room:]
-            self.handles[0].writelines(format_record(i, n) for i, n, _ in part)
-            self.handles[1].writelines(format_record(i, p) for i, _, p in part)
-            self.frames_in_shard += len(part)
+            self.handles[0].writelines(nucleotide[done : done + room])
+            self.handles[1].writelines(protein[done : done + room])
+            self.frames_in_shard += min(room, len(nucleotide) - done)
+            done += room
 
     def close(self):
         for handle in self.handles:
@@ -256,12 +262,12 @@ def translate_fasta(input, outdir, chunk_size=500, workers=None, shard_size=0, o
             table.write("sequence_id\tlength\tchunks\n")
             records = read_fasta(input, alphabet="nucleotide", progress=progress)
             tasks = batches(records, chunk_size, batch_bases)
-            for frames, summaries, frameless in ordered_map(translate_batch, tasks, workers, chunksize):
-                writer.write(frames)
+            for nucleotide, protein, summaries, frameless in ordered_map(translate_batch, tasks, workers, chunksize):
+                writer.write(nucleotide, protein)
                 table.writelines(f"{i}\t{length}\t{chunks}\n" for i, length, chunks in summaries)
                 n_records += len(summaries)
                 n_chunks += sum(chunks for _, _, chunks in summaries)
-                n_frames += len(frames)
+                n_frames += len(nucleotide)
                 n_frameless += frameless
         writer.close()
         if write_chunks:
