@@ -18,7 +18,7 @@ from . import __version__
 from .cli import UserError
 from .fasta import check_readable, format_record, read_fasta, stem, wrap_record
 from .outputs import atomic_paths, publish, temp_path_for
-from .parallel import ordered_map, plan_pool
+from .parallel import available_cpus, ordered_map, plan_pool
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,15 @@ def batches(records, chunk_size, batch_bases):
         yield batch, chunk_size
 
 
+def plan_translation(input_bytes, workers=None, batch_bases=None):
+    """(workers, chunksize, batch_bases) for an input of this size: batches of up to 1 Mbp, but
+    small enough that a small input still gives every worker several batches."""
+    wanted = workers or available_cpus()
+    batch_bases = batch_bases or min(1_000_000, max(20_000, input_bytes // (wanted * 8)))
+    workers, chunksize = plan_pool(input_bytes // batch_bases + 1, wanted)
+    return workers, chunksize, batch_bases
+
+
 def output_paths(input, outdir, shard_count=0, write_chunks=False):
     """Final output names for an input: the pair (or numbered shard pairs), the table, chunks."""
     base = os.path.join(outdir, stem(input))
@@ -249,8 +258,7 @@ def translate_fasta(input, outdir, chunk_size=500, workers=None, shard_size=0, o
         return previous
 
     size = os.path.getsize(input) if os.path.exists(input) else 0
-    batch_bases = batch_bases or 1_000_000
-    workers, chunksize = plan_pool(size // batch_bases + 1, workers)
+    workers, chunksize, batch_bases = plan_translation(size, workers, batch_bases)
     log.info("translating %s: chunk size %d, %d worker(s), batches of ~%d bases", input, chunk_size, workers, batch_bases)
 
     writer = _ShardWriter(outdir, shard_size)
