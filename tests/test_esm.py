@@ -1,0 +1,101 @@
+"""ESM-2 embeddings: equal to a direct `transformers` run, residues only, first 1024 residues."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from virnucpro.cli import UserError
+from virnucpro.esm import MAX_RESIDUES, EsmTokens, embed_batch, load_esm
+
+PROTEINS = ["MKVLAAGIRSTW", "ACDEFGHIKLMNPQRSTVWY" * 4, "M", "MPQRSTVWYAC" * 7, "GGGGSGGGGS", "BZUOXMKLV"]
+
+
+def cosines(a, b):
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+@pytest.fixture(scope="module")
+def esm(test_models):
+    folder = test_models["esm"]
+    return folder, load_esm(folder), EsmTokens(folder)
+
+
+def direct_transformers(folder, proteins):
+    """What one would write with transformers alone: one protein at a time, mean of tokens 1..n."""
+    from transformers import EsmModel, EsmTokenizer
+
+    tokenizer = EsmTokenizer.from_pretrained(folder)
+    model = EsmModel.from_pretrained(folder, add_pooling_layer=False).eval()
+    rows = []
+    with torch.no_grad():
+        for protein in proteins:
+            hidden = model(**tokenizer(protein, return_tensors="pt")).last_hidden_state[0]
+            rows.append(hidden[1 : len(protein) + 1].mean(0).numpy())
+    return np.stack(rows)
+
+
+def test_tokens_match_the_esm_tokenizer(esm):
+    from transformers import EsmTokenizer
+
+    folder, _, tokens = esm
+    tokenizer = EsmTokenizer.from_pretrained(folder)
+    for protein, ids in zip(PROTEINS, tokens.encode(PROTEINS)):
+        assert list(ids) == tokenizer(protein)["input_ids"]
+
+
+def test_unknown_letters_become_x_and_lowercase_is_read(esm):
+    _, _, tokens = esm
+    lower, upper, mapped = tokens.encode(["mkv", "MKV", "MJ*"])
+    assert list(lower) == list(upper)
+    x = tokens.table[ord("X")]
+    assert list(mapped[2:4]) == [x, x] and len(mapped) == 5
+
+
+def test_unbatched_equals_direct_transformers_run(esm):
+    folder, model, tokens = esm
+    ours = np.stack([embed_batch(model, [ids], tokens.pad_id, "cpu")[0] for ids in tokens.encode(PROTEINS)])
+    expected = direct_transformers(folder, PROTEINS)
+    np.testing.assert_allclose(ours, expected, atol=1e-5, rtol=0)
+    assert cosines(ours, expected).min() >= 0.99999
+
+
+def test_batched_equals_unbatched(esm):
+    _, model, tokens = esm
+    ids = tokens.encode(PROTEINS)
+    alone = np.stack([embed_batch(model, [one], tokens.pad_id, "cpu")[0] for one in ids])
+    together = embed_batch(model, ids, tokens.pad_id, "cpu")
+    assert cosines(together, alone).min() >= 0.9999
+    np.testing.assert_allclose(together, alone, atol=1e-4, rtol=0)
+
+
+def test_only_the_first_1024_residues_count(esm):
+    _, model, tokens = esm
+    rng = np.random.default_rng(3)
+    protein = "".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), size=MAX_RESIDUES + 76))
+    long_ids, head_ids = tokens.encode([protein, protein[:MAX_RESIDUES]])
+    assert len(long_ids) == MAX_RESIDUES + 2
+    np.testing.assert_array_equal(long_ids, head_ids)
+    both = embed_batch(model, [long_ids, tokens.encode(["MKV"])[0]], tokens.pad_id, "cpu")
+    alone = embed_batch(model, [head_ids], tokens.pad_id, "cpu")
+    assert cosines(both[:1], alone).min() >= 0.9999
+
+
+def test_missing_weights_are_an_error(tmp_path, test_models):
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "esm"
+    shutil.copytree(test_models["esm"], folder)
+    state = load_file(str(folder / "model.safetensors"))
+    dropped = next(key for key in state if "attention.self.query.weight" in key)
+    del state[dropped]
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(UserError, match="lacks ESM weights: .*query.weight"):
+        load_esm(str(folder))
+    with pytest.raises(UserError, match="no vocab.txt"):
+        EsmTokens(str(tmp_path))
+    assert not os.path.exists(tmp_path / "config.json")
+    with pytest.raises(UserError, match="no config.json"):
+        load_esm(str(tmp_path))

@@ -1,0 +1,265 @@
+"""virnucpro-extract: HDF5 layout, batching, resume after a kill, workers, precision, errors."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import numpy as np
+import pytest
+
+from virnucpro.cli import UserError
+from virnucpro.dnabert import DnabertTokenizer
+from virnucpro.embeddings_h5 import PartialEmbeddings, partial_path, read_embeddings
+from virnucpro.extract import extract_embeddings, plan_batches, plan_blocks, resolve_model
+from virnucpro.fasta import read_fasta
+
+from helpers import DATA, REPO, files_in, run_tool
+
+REFERENCE = os.path.join(DATA, "dnabert_reference")
+DNA = os.path.join(REFERENCE, "sequences.fa")
+DIMS = {"dnabert": 768, "esm": 2560}
+REQUIRED_ATTRS = {"model", "model_revision", "kind", "pooling", "precision", "virnucpro_version"}
+
+
+def cosines(a, b):
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+@pytest.fixture(scope="module")
+def proteins(tmp_path_factory):
+    """Proteins of varied lengths (a few real ORF translations plus random ones)."""
+    rng = np.random.default_rng(11)
+    records = list(read_fasta(os.path.join(DATA, "vanilla", "test_with_orfs_identified_protein.faa"), "protein"))
+    for number, length in enumerate([3, 17, 40, 41, 90, 150, 8, 64]):
+        records.append((f"random_{number}", "".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), size=length))))
+    path = tmp_path_factory.mktemp("proteins") / "proteins.faa"
+    path.write_text("".join(f">{name}\n{seq}\n" for name, seq in records))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def dna(tmp_path_factory):
+    """A dozen of the reference DNA sequences (N runs, 20 to 520 bp): enough to batch, quick to run."""
+    records = list(read_fasta(DNA))[::3][:12]
+    path = tmp_path_factory.mktemp("dna") / "dna.fa"
+    path.write_text("".join(f">{name}\n{seq}\n" for name, seq in records))
+    return str(path)
+
+
+def inputs(kind, proteins):
+    return DNA if kind == "dnabert" else proteins
+
+
+def unbatched(kind, folder, path):
+    """Each sequence alone through the model: the original tool's way."""
+    if kind == "dnabert":
+        from virnucpro.dnabert import DnabertTokenizer, embed_batch, load_dnabert
+
+        model, tokenizer = load_dnabert(folder), DnabertTokenizer(folder)
+    else:
+        from virnucpro.esm import EsmTokens, embed_batch, load_esm
+
+        model, tokenizer = load_esm(folder), EsmTokens(folder)
+    records = list(read_fasta(path, None))
+    tokens = tokenizer.encode([seq for _, seq in records])
+    return [name for name, _ in records], np.stack([embed_batch(model, [t], tokenizer.pad_id, "cpu")[0] for t in tokens])
+
+
+@pytest.mark.parametrize("kind", ["dnabert", "esm"])
+def test_layout_and_batched_equals_unbatched(tmp_path, test_models, proteins, kind):
+    source = inputs(kind, proteins)
+    output = tmp_path / f"{kind}.h5"
+    written = extract_embeddings(kind, source, output, model=test_models[kind], device="cpu", batch_tokens=600, block_size=10)
+    assert written == str(output)
+    assert files_in(tmp_path) == [f"{kind}.h5"]  # no partial or temporary file left
+    with h5py.File(output) as handle:
+        assert set(handle) == {"ids", "embeddings"}
+        assert handle["embeddings"].dtype == np.float32
+        assert h5py.check_string_dtype(handle["ids"].dtype).encoding == "utf-8"
+        assert REQUIRED_ATTRS <= set(handle.attrs)
+    ids, embeddings, attrs = read_embeddings(output)
+    expected_ids, expected = unbatched(kind, test_models[kind], source)
+    assert ids == expected_ids
+    assert embeddings.shape == (len(ids), DIMS[kind])
+    assert cosines(embeddings, expected).min() >= 0.9999
+    assert attrs["kind"] == kind and attrs["precision"] == "fp32" and attrs["model"] == test_models[kind]
+    assert attrs["model_revision"].startswith("sha256:")
+
+
+@pytest.mark.parametrize("folder", ["", "heads12"])
+def test_extract_reproduces_upstream_dnabert(tmp_path, folder):
+    model = os.path.join(REFERENCE, folder)
+    with h5py.File(os.path.join(model, "expected.h5")) as handle:
+        expected, expected_long = handle["embeddings"][:], handle["long_embeddings"][:]
+    for source, want in ((DNA, expected), (os.path.join(REFERENCE, "long_sequences.fa"), expected_long)):
+        output = tmp_path / "out.h5"
+        extract_embeddings("dnabert", source, output, model=model, device="cpu", batch_tokens=2000, overwrite=True)
+        _, got, _ = read_embeddings(output)
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+        assert cosines(got, want).min() >= 0.99999
+
+
+@pytest.mark.parametrize("kind", ["dnabert", "esm"])
+def test_empty_input_gives_a_valid_empty_file(tmp_path, test_models, kind):
+    for name, text in (("empty.fa", ""), ("blank_record.fa", ">nothing\n")):
+        source = tmp_path / name
+        source.write_text(text)
+        output = tmp_path / "new_folder" / f"{name}.h5"
+        extract_embeddings(kind, source, output, model=test_models[kind], device="cpu")
+        ids, embeddings, attrs = read_embeddings(output)
+        assert ids == [] and embeddings.shape == (0, DIMS[kind]) and attrs["kind"] == kind
+
+
+def test_complete_output_is_skipped_unless_it_differs_or_overwrite(tmp_path, test_models, dna):
+    output = tmp_path / "d.h5"
+    extract_embeddings("dnabert", dna, output, model=test_models["dnabert"], device="cpu")
+    before = os.stat(output)
+    extract_embeddings("dnabert", dna, output, model=test_models["dnabert"], device="cpu", batch_tokens=300)
+    after = os.stat(output)
+    assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
+    with pytest.raises(UserError, match="precision differ.*--overwrite"):
+        extract_embeddings("dnabert", dna, output, model=test_models["dnabert"], device="cpu", precision="bf16")
+    extract_embeddings("dnabert", dna, output, model=test_models["dnabert"], device="cpu", precision="bf16", overwrite=True)
+    assert read_embeddings(output)[2]["precision"] == "bf16"
+
+
+KILL_AFTER_TWO_BLOCKS = textwrap.dedent("""
+    import os, signal, sys
+    from virnucpro import embeddings_h5
+    from virnucpro.extract import extract_embeddings
+
+    write_block = embeddings_h5.PartialEmbeddings.write_block
+    written = []
+
+    def write_then_die(self, rows, embeddings):
+        write_block(self, rows, embeddings)
+        written.append(len(rows))
+        if len(written) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup of any kind runs
+
+    embeddings_h5.PartialEmbeddings.write_block = write_then_die
+    extract_embeddings("dnabert", sys.argv[1], sys.argv[2], model=sys.argv[3], device="cpu", batch_tokens=500, block_size=8)
+""")
+
+
+def test_killed_run_resumes_from_its_last_block_and_matches(tmp_path, test_models, monkeypatch):
+    model = test_models["dnabert"]
+    whole = tmp_path / "whole.h5"
+    extract_embeddings("dnabert", DNA, whole, model=model, device="cpu", batch_tokens=500, block_size=8)
+
+    output = tmp_path / "resumed.h5"
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_TWO_BLOCKS, DNA, str(output), model], env=env,
+                            capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr
+    assert not output.exists() and os.path.exists(partial_path(output))
+    with h5py.File(partial_path(output)) as handle:
+        assert handle.attrs["blocks_done"] == 2
+
+    written = []
+    write_block = PartialEmbeddings.write_block
+    def counting_write_block(self, rows, embeddings):
+        written.append(len(rows))
+        write_block(self, rows, embeddings)
+
+    monkeypatch.setattr(PartialEmbeddings, "write_block", counting_write_block)
+    extract_embeddings("dnabert", DNA, output, model=model, device="cpu", batch_tokens=500, block_size=8)
+
+    lengths = [len(t) for t in DnabertTokenizer(model).encode([seq for _, seq in read_fasta(DNA)])]
+    total_blocks = len(plan_blocks(plan_batches(lengths, 500), 8))
+    assert len(written) == total_blocks - 2  # the two saved blocks were not redone
+    assert not os.path.exists(partial_path(output))
+    ids_a, emb_a, attrs_a = read_embeddings(whole)
+    ids_b, emb_b, attrs_b = read_embeddings(output)
+    assert ids_a == ids_b and attrs_a == attrs_b
+    np.testing.assert_array_equal(emb_a, emb_b)  # bit for bit
+
+
+def test_stale_partial_from_other_settings_is_discarded(tmp_path, test_models, dna):
+    output = tmp_path / "d.h5"
+    partial = partial_path(output)
+    with h5py.File(partial, "w") as handle:
+        handle.attrs["resume_key"] = "something else"
+        handle.attrs["blocks_done"] = 3
+    extract_embeddings("dnabert", dna, output, model=test_models["dnabert"], device="cpu")
+    _, embeddings, _ = read_embeddings(output)
+    assert np.isfinite(embeddings).all() and np.abs(embeddings).sum(1).min() > 0
+    with open(partial, "wb") as handle:  # a partial file too damaged to open
+        handle.write(b"not hdf5")
+    extract_embeddings("dnabert", dna, output, model=test_models["dnabert"], device="cpu", overwrite=True)
+    assert not os.path.exists(partial)
+
+
+def test_two_spawned_cpu_workers_equal_one(tmp_path, test_models, dna):
+    one, two = tmp_path / "one.h5", tmp_path / "two.h5"
+    extract_embeddings("dnabert", dna, one, model=test_models["dnabert"], device="cpu", batch_tokens=400, block_size=6)
+    extract_embeddings("dnabert", dna, two, model=test_models["dnabert"], device="cpu", batch_tokens=400, block_size=6,
+                       workers=2)
+    ids_one, emb_one, attrs_one = read_embeddings(one)
+    ids_two, emb_two, attrs_two = read_embeddings(two)
+    assert ids_one == ids_two and attrs_one == attrs_two
+    assert cosines(emb_one, emb_two).min() >= 0.99999
+    np.testing.assert_allclose(emb_one, emb_two, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["dnabert", "esm"])
+def test_bf16_on_cpu_stays_close_to_fp32(tmp_path, test_models, proteins, kind):
+    source = inputs(kind, proteins)
+    fp32, bf16 = tmp_path / "fp32.h5", tmp_path / "bf16.h5"
+    extract_embeddings(kind, source, fp32, model=test_models[kind], device="cpu")
+    extract_embeddings(kind, source, bf16, model=test_models[kind], device="cpu", precision="bf16")
+    assert read_embeddings(bf16)[1].dtype == np.float32
+    assert cosines(read_embeddings(fp32)[1], read_embeddings(bf16)[1]).min() >= 0.999
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["dnabert", "esm"])
+@pytest.mark.parametrize("precision, min_cosine", [("fp32", 0.9999), ("fp16", 0.999), ("bf16", 0.999)])
+def test_gpu_matches_cpu(tmp_path, test_models, proteins, kind, precision, min_cosine):
+    source = inputs(kind, proteins)
+    cpu, gpu = tmp_path / "cpu.h5", tmp_path / "gpu.h5"
+    extract_embeddings(kind, source, cpu, model=test_models[kind], device="cpu")
+    extract_embeddings(kind, source, gpu, model=test_models[kind], device="cuda", precision=precision, batch_tokens=600)
+    assert cosines(read_embeddings(cpu)[1], read_embeddings(gpu)[1]).min() >= min_cosine
+
+
+def test_batches_respect_the_token_budget():
+    rng = np.random.default_rng(5)
+    lengths = rng.integers(5, 300, size=500)
+    batches = plan_batches(lengths, 1000)
+    covered = np.concatenate(batches)
+    assert sorted(covered.tolist()) == list(range(500))
+    for batch in batches:
+        assert len(batch) == 1 or len(batch) * lengths[batch].max() <= 1000
+    assert list(lengths[covered]) == sorted(lengths, reverse=True)
+    assert plan_batches([5000, 3], 1000)[0].tolist() == [0]  # too long alone still runs
+    blocks = plan_blocks(batches, 64)
+    assert [b for block in blocks for b in block] == batches
+    assert all(sum(map(len, block)) >= 64 for block in blocks[:-1])
+
+
+def test_cli_runs_and_reports_bad_input_in_one_line(tmp_path, test_models, dna):
+    output = tmp_path / "cli.h5"
+    run_tool("virnucpro-extract", "dnabert", "--input", dna, "--output", output, "--model", test_models["dnabert"],
+             "--device", "cpu", "--batch_tokens", 2000)
+    assert len(read_embeddings(output)[0]) == 12
+    bad = tmp_path / "bad.fa"
+    bad.write_text(">x\nACGTQQ\n")
+    for args in (["dnabert", "--input", bad, "--output", tmp_path / "bad.h5", "--model", test_models["dnabert"]],
+                 ["rna", "--input", dna, "--output", tmp_path / "bad.h5", "--model", test_models["dnabert"]],
+                 ["dnabert", "--input", dna, "--output", tmp_path / "bad.h5", "--model", tmp_path / "nowhere"],
+                 ["dnabert", "--input", dna, "--output", tmp_path / "bad.h5", "--precision", "fp8"],
+                 ["dnabert", "--input", dna, "--output", tmp_path / "bad.h5", "--batch_tokens", "0"]):
+        result = run_tool("virnucpro-extract", *args, check=False)
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines()[-1].startswith("virnucpro-extract: error: "), result.stderr
+    assert not (tmp_path / "bad.h5").exists()
+
+
+def test_hub_id_is_never_fetched_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(UserError, match="cannot get it from the Hugging Face hub or its cache"):
+        resolve_model("dnabert", "zhihan1996/DNABERT-S")

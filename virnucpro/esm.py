@@ -1,0 +1,103 @@
+"""ESM-2 protein embeddings through `transformers`' EsmModel (SPEC 1.4).
+
+Tokens are `<cls> protein <eos>`; the embedding is the mean of the final layer's hidden states
+(after the final LayerNorm) over residue positions only, never `<cls>`/`<eos>`/padding.
+Proteins longer than 1024 residues are truncated to their first 1024, as the original's
+`truncation_seq_length=1024` did. Letters are upper-cased; a letter ESM's alphabet lacks (e.g. J,
+or the stop `*`) is mapped to `X` (unknown residue), one token per letter, with a warning.
+"""
+
+import logging
+import os
+
+import numpy as np
+import torch
+
+from .cli import UserError
+from .dnabert import masked_mean, pad_batch
+
+log = logging.getLogger(__name__)
+
+#: The original (fair-esm `truncation_seq_length`) embedded at most this many residues.
+MAX_RESIDUES = 1024
+
+
+class EsmTokens:
+    """Residue-per-token encoding with the checkpoint's own vocabulary (`vocab.txt` via EsmTokenizer)."""
+
+    def __init__(self, folder):
+        from transformers import EsmTokenizer
+
+        if not os.path.isfile(os.path.join(folder, "vocab.txt")):
+            raise UserError(f"{folder}: no vocab.txt (not an ESM model folder)")
+        tokenizer = EsmTokenizer.from_pretrained(folder)
+        vocab = tokenizer.get_vocab()
+        self.cls_id = tokenizer.cls_token_id
+        self.eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id
+        unknown = vocab["X"]
+        # One lookup table byte -> id: single-letter tokens of the vocabulary; anything else is X.
+        self.table = np.full(256, unknown, dtype=np.int32)
+        self.known = np.zeros(256, dtype=bool)
+        for token, index in vocab.items():
+            if len(token) == 1:
+                self.table[ord(token)] = index
+                self.known[ord(token)] = True
+
+    def encode(self, sequences):
+        """Token ids (int32 arrays) `<cls> residues[:1024] <eos>` per protein."""
+        encoded = []
+        mapped = truncated = 0
+        for seq in sequences:
+            letters = np.frombuffer(seq.upper().encode("ascii"), dtype=np.uint8)
+            if len(letters) > MAX_RESIDUES:
+                letters = letters[:MAX_RESIDUES]
+                truncated += 1
+            mapped += int((~self.known[letters]).sum())
+            encoded.append(np.concatenate(([self.cls_id], self.table[letters], [self.eos_id])).astype(np.int32))
+        if mapped:
+            log.warning("%d residue letters outside ESM's alphabet were embedded as X", mapped)
+        if truncated:
+            log.info("%d proteins longer than %d residues were truncated to their first %d",
+                     truncated, MAX_RESIDUES, MAX_RESIDUES)
+        return encoded
+
+
+def load_esm(folder, device="cpu", dtype=torch.float32):
+    """EsmModel (no pooler) from a `save_pretrained` folder (EsmModel or EsmForMaskedLM weights).
+
+    A weight the model needs but the checkpoint lacks is an error (transformers would otherwise
+    fill it with random numbers and only warn)."""
+    import transformers
+    from transformers import EsmModel
+
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise UserError(f"{folder}: no config.json (not an ESM model folder)")
+    dtype_arg = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # the unused lm_head of EsmForMaskedLM files is expected
+    transformers.logging.disable_progress_bar()
+    try:
+        model, info = EsmModel.from_pretrained(
+            folder, add_pooling_layer=False, output_loading_info=True, attn_implementation="sdpa", **{dtype_arg: dtype}
+        )
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+        transformers.logging.enable_progress_bar()
+    unused = ("position_ids", "inv_freq", "contact_head")  # buffers, and a head embeddings never use
+    missing = [key for key in info.get("missing_keys", []) if not any(part in key for part in unused)]
+    if missing:
+        raise UserError(f"{folder}: checkpoint lacks ESM weights: {', '.join(sorted(missing))}")
+    return model.to(device).eval()
+
+
+@torch.inference_mode()
+def embed_batch(model, token_lists, pad_id, device):
+    """ESM-2 embeddings [batch, hidden] float32: mean over residue positions only (SPEC 1.4)."""
+    ids, mask = pad_batch(token_lists, pad_id)
+    residues = mask.clone()
+    residues[:, 0] = 0  # <cls>
+    residues[torch.arange(len(token_lists)), mask.sum(1) - 1] = 0  # <eos>
+    ids, mask = ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+    hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    return masked_mean(hidden, residues).cpu().numpy()
