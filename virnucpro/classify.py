@@ -1,0 +1,287 @@
+"""Classify stage (SPEC 1.6): score merged features with the MLP and write the original's two
+tables, plus a per-sequence summary so that each input contig gets one answer.
+
+- `prediction_results.tsv`: one row per scored frame, in feature order, scores as numpy prints a
+  float32 (exactly the original's `prediction_results.txt`).
+- `prediction_results_highestscore.tsv`: one row per chunk (frame id minus its last two
+  characters), `True` when the chunk's best virus score >= its best other score, sorted by id.
+- `sequence_summary.tsv`: one row per input sequence (see `summarize`).
+Features are read in row blocks, so memory stays flat however many frames there are.
+"""
+
+import csv
+import logging
+import os
+
+import numpy as np
+
+from .cli import UserError
+from .classifier import CLASS_NAMES, load_classifier, predict_proba
+from .merge import as_path_list
+from .outputs import already_complete, atomic_paths
+from .pt_io import is_hdf5, read_pt_embeddings
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS = "prediction_results.tsv"
+HIGHESTSCORE = "prediction_results_highestscore.tsv"
+SUMMARY = "sequence_summary.tsv"
+#: Default verdict threshold on a sequence's score (mean chunk virus score over scored chunks).
+DEFAULT_THRESHOLD = 0.5
+#: The original scored batches of 256 rows (DataLoader batch_size=256) over all feature files
+#: in a row; float32 results can depend on the batch, so the same batches are used here.
+MODEL_BATCH = 256
+BLOCK_ROWS = 32 * MODEL_BATCH
+SUMMARY_COLUMNS = ("sequence_id", "length", "chunks", "chunks_scored", "chunks_viral", "viral_fraction", "score", "verdict")
+
+
+def iter_feature_blocks(path, block_rows=BLOCK_ROWS):
+    """Yield (ids, float32 features) blocks of a features HDF5 file or an original merged `.pt`."""
+    path = str(path)
+    if is_hdf5(path):
+        import h5py
+
+        try:
+            handle = h5py.File(path, "r")
+        except OSError as err:
+            raise UserError(f"{path}: cannot read HDF5 ({err})") from None
+        with handle:
+            if "features" not in handle or "ids" not in handle:
+                raise UserError(f"{path}: not a merged features file (needs datasets 'ids' and 'features')")
+            ids, features = handle["ids"], handle["features"]
+            if features.ndim != 2 or features.shape[0] != ids.shape[0]:
+                raise UserError(f"{path}: {ids.shape[0]} ids but features of shape {features.shape}")
+            for start in range(0, ids.shape[0], block_rows):
+                stop = min(start + block_rows, ids.shape[0])
+                block_ids = [i.decode("utf-8") if isinstance(i, bytes) else str(i) for i in ids[start:stop]]
+                yield block_ids, np.asarray(features[start:stop], dtype=np.float32)
+        return
+    kind, ids, matrix = read_pt_embeddings(path)
+    if kind != "merged":
+        raise UserError(f"{path}: holds {kind} embeddings, not merged features (run virnucpro-merge first)")
+    for start in range(0, len(ids), block_rows):
+        yield ids[start : start + block_rows], matrix[start : start + block_rows]
+
+
+def rebatch(blocks, rows):
+    """Regroup (ids, matrix) blocks from several files into blocks of exactly `rows` rows
+    (the last may be shorter), so batch boundaries fall where the original's did."""
+    pending_ids, pending = [], []
+    have = 0
+    for ids, matrix in blocks:
+        pending_ids.extend(ids)
+        pending.append(matrix)
+        have += len(ids)
+        while have >= rows:
+            merged = np.concatenate(pending) if len(pending) > 1 else pending[0]
+            yield pending_ids[:rows], merged[:rows]
+            pending_ids, pending, have = pending_ids[rows:], [merged[rows:]], have - rows
+    if have:
+        yield pending_ids, np.concatenate(pending) if len(pending) > 1 else pending[0]
+
+
+def prediction_line(frame_id, score1, score2):
+    """One row of prediction_results.tsv: numpy's str() of float32 scores; a tie goes to others."""
+    label = CLASS_NAMES[1] if score2 > score1 else CLASS_NAMES[0]
+    return f"{frame_id}\t{label}\t{str(score1)}\t{str(score2)}\n"
+
+
+def update_chunk_best(chunk_best, frame_id, score1, score2):
+    """Keep each chunk's best score1 and best score2 (over its frames, independently)."""
+    chunk_id = chunk_of(frame_id)
+    best = chunk_best.get(chunk_id)
+    if best is None:
+        chunk_best[chunk_id] = [score1, score2]
+    else:
+        best[0] = max(best[0], score1)
+        best[1] = max(best[1], score2)
+
+
+def highestscore_lines(chunk_best):
+    """prediction_results_highestscore.tsv: chunks sorted as strings, True when best2 >= best1."""
+    yield "Modified_ID\tIs_Virus\n"
+    for chunk_id in sorted(chunk_best):
+        best_other, best_virus = chunk_best[chunk_id]
+        yield f"{chunk_id}\t{bool(best_virus >= best_other)}\n"
+
+
+def read_sequences_table(path):
+    """`<stem>.sequences.tsv` from translate -> [(sequence_id, length, chunks)] in input order."""
+    rows = []
+    try:
+        with open(path, newline="") as handle:
+            reader = csv.reader(handle, delimiter="\t")
+            header = next(reader, None)
+            if header != ["sequence_id", "length", "chunks"]:
+                raise UserError(f"{path}: not a sequences table (header must be sequence_id, length, chunks)")
+            for line_number, row in enumerate(reader, 2):
+                try:
+                    rows.append((row[0], int(row[1]), int(row[2])))
+                except (IndexError, ValueError):
+                    raise UserError(f"{path}: line {line_number}: expected id, length, chunks") from None
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    return rows
+
+
+def chunk_of(frame_id):
+    """The original's Modified_ID: the frame id minus its frame suffix (last two characters)."""
+    return frame_id[:-2]
+
+
+def sequence_of(chunk_id):
+    """The input record id of a chunk id `<record>_chunk_<n>` (and n, 1-based)."""
+    record, sep, number = chunk_id.rpartition("_chunk_")
+    if not sep or not number.isdigit():
+        return None, None
+    return record, int(number)
+
+
+def summarize(chunk_scores, sequences, threshold):
+    """One summary row per sequence.
+
+    A chunk is scored when at least one of its six frames is stop-free (others get no score);
+    it is called viral by the original's rule (best virus score >= best other score). A
+    sequence's `score` is the mean over its scored chunks of the chunk's best virus score
+    (score2); `verdict` is `virus` when score >= threshold, `others` below it, and `unscored`
+    when no chunk was scored. Without a sequences table, sequences come from the frame ids in
+    first-seen order, `length` is NA and `chunks` counts only scored chunks.
+    """
+    per_sequence = {}
+    odd = 0
+    for chunk_id, (best_other, best_virus) in chunk_scores.items():
+        record, number = sequence_of(chunk_id)
+        if record is None:  # not a VirNucPro chunk id: summarized as a one-chunk sequence of its own
+            record, number, odd = chunk_id, 1, odd + 1
+        per_sequence.setdefault(record, []).append((number, best_other, best_virus))
+    if odd:
+        log.warning("%d frame id(s) are not of the form <sequence>_chunk_<n><frame>, e.g. '%s'; each is "
+                    "summarized as a sequence of its own", odd, next(c for c in chunk_scores if sequence_of(c)[0] is None))
+    if sequences is None:
+        sequences = [(record, None, len(chunks)) for record, chunks in per_sequence.items()]
+    else:
+        known = {record: chunks for record, _, chunks in sequences}
+        for record, chunks in per_sequence.items():
+            if record not in known:
+                raise UserError(f"features hold sequence '{record}', which the sequences table does not list")
+            too_far = max(number for number, _, _ in chunks)
+            if too_far > known[record]:
+                raise UserError(f"features hold chunk {too_far} of '{record}', which has {known[record]} chunks")
+    rows = []
+    for record, length, n_chunks in sequences:
+        chunks = per_sequence.get(record, [])
+        viral = sum(1 for _, best_other, best_virus in chunks if best_virus >= best_other)
+        if chunks:
+            score = np.float32(np.mean([float(best_virus) for _, _, best_virus in chunks]))
+            verdict = "virus" if score >= threshold else "others"
+            score_text, fraction = str(score), str(np.float32(viral / len(chunks)))
+        else:
+            score_text, fraction, verdict = "NA", "NA", "unscored"
+        rows.append((record, "NA" if length is None else str(length), str(n_chunks), str(len(chunks)), str(viral), fraction, score_text, verdict))
+    return rows
+
+
+def classify_features(
+    features,
+    classifier,
+    outdir,
+    sequences=None,
+    threshold=DEFAULT_THRESHOLD,
+    overwrite=False,
+    device="cpu",
+    block_rows=BLOCK_ROWS,
+):
+    """Score features file(s) in order and write the three TSVs into `outdir`; returns their paths.
+
+    Skips the work when all three exist (they are renamed into place together), unless `overwrite`.
+    """
+    paths = [os.path.join(str(outdir), name) for name in (PREDICTIONS, HIGHESTSCORE, SUMMARY)]
+    result = dict(zip(("predictions", "highestscore", "summary"), paths))
+    if already_complete(paths, overwrite, "classification"):
+        return result
+    feature_files = as_path_list(features)
+    if not feature_files:
+        raise UserError("no --features file given")
+    try:
+        threshold = float(threshold)
+    except (TypeError, ValueError):
+        raise UserError(f"--threshold must be a number, got {threshold!r}") from None
+    if not 0.0 <= threshold <= 1.0:
+        raise UserError(f"--threshold must be between 0 and 1, got {threshold}")
+    sequence_rows = read_sequences_table(sequences) if sequences else None
+    from tqdm import tqdm
+
+    model = load_classifier(classifier).to(device)
+    block_rows = max(MODEL_BATCH, block_rows // MODEL_BATCH * MODEL_BATCH)  # batches stay aligned
+    chunk_scores = {}  # chunk id -> [best score1, best score2] (float32)
+    n_frames = 0
+    seen = set()
+    os.makedirs(str(outdir), exist_ok=True)
+
+    def blocks():
+        for path in feature_files:
+            for ids, block in iter_feature_blocks(path, block_rows):
+                if block.shape[1] != model.input_dim:
+                    raise UserError(f"{path}: features have {block.shape[1]} columns, the classifier expects {model.input_dim}")
+                yield ids, block
+
+    with atomic_paths(paths) as (tmp_predictions, tmp_highest, tmp_summary):
+        with open(tmp_predictions, "w", newline="\n") as out, tqdm(desc="classify", unit="frame", disable=None) as bar:
+            out.write("Sequence_ID\tPrediction\tscore1\tscore2\n")
+            for ids, block in rebatch(blocks(), block_rows):
+                probabilities = np.concatenate(
+                    [predict_proba(model, block[i : i + MODEL_BATCH], device) for i in range(0, len(ids), MODEL_BATCH)]
+                )
+                lines = []
+                for frame_id, (score1, score2) in zip(ids, probabilities):
+                    if frame_id in seen:
+                        raise UserError(f"frame '{frame_id}' appears twice in the features")
+                    seen.add(frame_id)
+                    lines.append(prediction_line(frame_id, score1, score2))
+                    update_chunk_best(chunk_scores, frame_id, score1, score2)
+                out.writelines(lines)
+                n_frames += len(ids)
+                bar.update(len(ids))
+        with open(tmp_highest, "w", newline="\n") as out:
+            out.writelines(highestscore_lines(chunk_scores))
+        rows = summarize(chunk_scores, sequence_rows, threshold)
+        with open(tmp_summary, "w", newline="\n") as out:
+            out.write("\t".join(SUMMARY_COLUMNS) + "\n")
+            out.writelines("\t".join(row) + "\n" for row in rows)
+    n_viral_chunks = sum(1 for best_other, best_virus in chunk_scores.values() if best_virus >= best_other)
+    log.info(
+        "scored %d frames in %d chunks (%d called viral); %d sequences summarized into %s",
+        n_frames, len(chunk_scores), n_viral_chunks, len(rows), outdir,
+    )
+    return result
+
+
+def classify(
+    *more_features,
+    features=None,
+    classifier=None,
+    outdir=None,
+    sequences=None,
+    threshold=DEFAULT_THRESHOLD,
+    device="cpu",
+    overwrite=False,
+    verbose=False,
+):
+    """Score merged features with the VirNucPro MLP classifier.
+
+    --features H5_OR_PT [more ...] (or a comma-separated list), scored in the order given;
+    --classifier PTH (the published 300_model.pth/500_model.pth, a state dict or safetensors;
+    loaded without running pickled code); --outdir DIR.
+    Writes DIR/prediction_results.tsv, DIR/prediction_results_highestscore.tsv (the original's
+    two tables) and DIR/sequence_summary.tsv: per sequence, chunks, chunks scored (chunks with a
+    stop-free frame), chunks viral, viral_fraction, score (mean best virus score of its scored
+    chunks) and verdict (virus when score >= --threshold, default 0.5; unscored when no chunk
+    was scored). --sequences TSV (translate's <stem>.sequences.tsv) adds lengths, unscored chunks
+    and sequences without any scored frame.
+    """
+    files = as_path_list(features) + [str(f) for f in more_features]
+    if not files:
+        raise UserError("--features is required")
+    if classifier is None or outdir is None:
+        raise UserError("--classifier and --outdir are required")
+    classify_features(files, classifier, outdir, sequences=sequences, threshold=threshold, overwrite=overwrite, device=device)

@@ -1,0 +1,205 @@
+"""`report.html` of a prediction run: one self-contained file (plots embedded as PNG data URIs).
+
+It shows what the original's plotting script (`drew_fig.py`) drew, chunk scores along the first
+sequences, and more: score distributions of frames and sequences, verdict counts, the
+per-sequence table, counts, stage times and the run's settings.
+"""
+
+import base64
+import collections
+import datetime
+import html
+import io
+
+import numpy as np
+
+from . import __version__
+
+#: Sequences drawn as chunk tracks (the original drew 5), and rows in the HTML verdict table.
+TRACKS = 12
+TABLE_ROWS = 2000
+
+
+class Results:
+    """What the report and the final summary need, read back from the run's TSVs."""
+
+    def __init__(self, frame_virus_scores, frames_virus, chunk_best, summary_rows, threshold):
+        self.frame_virus_scores = frame_virus_scores  # float32 [frames]
+        self.frames_virus = frames_virus
+        self.chunk_best = chunk_best  # chunk id -> (best score1, best score2)
+        self.summary_rows = summary_rows  # dicts from sequence_summary.tsv
+        self.threshold = threshold
+
+    def counts(self):
+        chunks = sum(int(r["chunks"]) for r in self.summary_rows)
+        scored = sum(int(r["chunks_scored"]) for r in self.summary_rows)
+        return dict(
+            sequences=len(self.summary_rows),
+            chunks=chunks,
+            chunks_scored=scored,
+            chunks_unscored=chunks - scored,
+            chunks_viral=sum(int(r["chunks_viral"]) for r in self.summary_rows),
+            frames=len(self.frame_virus_scores),
+            frames_virus=self.frames_virus,
+            verdicts=dict(collections.Counter(r["verdict"] for r in self.summary_rows)),
+        )
+
+
+def read_results(tables, threshold):
+    """Read prediction_results.tsv and sequence_summary.tsv (streamed; fine for millions of frames)."""
+    scores, frames_virus, chunk_best = [], 0, {}
+    with open(tables["predictions"]) as handle:
+        next(handle)
+        for line in handle:
+            frame_id, label, score1, score2 = line.rstrip("\n").split("\t")
+            s1, s2 = float(score1), float(score2)
+            scores.append(s2)
+            frames_virus += label == "virus"
+            chunk = frame_id[:-2]
+            best = chunk_best.get(chunk)
+            chunk_best[chunk] = (s1, s2) if best is None else (max(best[0], s1), max(best[1], s2))
+    with open(tables["summary"]) as handle:
+        header = next(handle).rstrip("\n").split("\t")
+        rows = [dict(zip(header, line.rstrip("\n").split("\t"))) for line in handle]
+    return Results(np.asarray(scores, dtype=np.float32), frames_virus, chunk_best, rows, threshold)
+
+
+def _png(fig):
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _plots(results, chunk_size):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .translate import chunk_bounds
+
+    images = []
+    bins = np.linspace(0.0, 1.0, 51)
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.hist(results.frame_virus_scores, bins=bins, color="#c0392b", edgecolor="white")
+    ax.set_xlabel("virus score (score2) of each scored frame")
+    ax.set_ylabel("frames")
+    ax.set_title("Frame scores")
+    images.append(("Frame scores", "Distribution of the classifier's virus probability over all scored frames.", _png(fig)))
+
+    sequence_scores = [float(r["score"]) for r in results.summary_rows if r["score"] != "NA"]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.hist(sequence_scores, bins=bins, color="#2c3e50", edgecolor="white")
+    ax.axvline(results.threshold, color="#c0392b", linestyle="--", label=f"threshold {results.threshold}")
+    ax.set_xlabel("sequence score (mean best virus score of its scored chunks)")
+    ax.set_ylabel("sequences")
+    ax.set_title("Sequence scores")
+    ax.legend(frameon=False)
+    images.append(("Sequence scores", "Each sequence's score; at or above the threshold it is called virus.", _png(fig)))
+
+    verdicts = collections.Counter(r["verdict"] for r in results.summary_rows)
+    names = ["virus", "others", "unscored"]
+    fig, ax = plt.subplots(figsize=(5, 2.6))
+    ax.barh(names, [verdicts.get(n, 0) for n in names], color=["#c0392b", "#2c3e50", "#95a5a6"])
+    ax.invert_yaxis()
+    ax.set_xlabel("sequences")
+    ax.set_title("Verdicts")
+    images.append(("Verdicts", "Sequences per verdict.", _png(fig)))
+
+    shown = [r for r in results.summary_rows if r["length"] != "NA"][:TRACKS]
+    if shown:
+        fig, axes = plt.subplots(nrows=len(shown), ncols=1, figsize=(12, 1.5 * len(shown) + 0.5), squeeze=False)
+        for ax, row in zip(axes[:, 0], shown):
+            for number, (start, end) in enumerate(chunk_bounds(int(row["length"]), chunk_size), 1):
+                best = results.chunk_best.get(f"{row['sequence_id']}_chunk_{number}")
+                if best is None:
+                    ax.plot([start, end], [0, 0], color="#bdc3c7", linewidth=2)
+                else:
+                    ax.plot([start, end], [best[1], best[1]], color="#c0392b" if best[1] >= best[0] else "#2c3e50", linewidth=2)
+            ax.axhline(0.5, color="#95a5a6", linewidth=0.5, linestyle=":")
+            ax.set_ylim(-0.05, 1.05)
+            ax.set_title(f"{row['sequence_id']}  ({row['verdict']}, score {row['score']})", fontsize=10, loc="left")
+            ax.spines["top"].set_visible(False)
+            ax.spines["right"].set_visible(False)
+            ax.ticklabel_format(style="plain", axis="x", useOffset=False)
+        axes[-1, 0].set_xlabel("position (bp)")
+        fig.tight_layout()
+        images.append((
+            "Chunks along sequences",
+            f"Best virus score of each chunk along the first {len(shown)} sequences, as the original's drew_fig.py "
+            "drew them: red chunks are called viral, dark blue others, grey ones had no stop-free frame.",
+            _png(fig),
+        ))
+    return images
+
+
+def _table(header, rows):
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+STYLE = """
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 1.8em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; } th { background: #f4f4f4; }
+td.virus { color: #c0392b; font-weight: bold; } img { max-width: 100%; } .note { color: #666; font-size: 0.9em; }
+"""
+
+
+def write_report(path, results, settings, times, chunk_size):
+    """Write the self-contained report.html atomically; returns its path."""
+    from .outputs import atomic_paths
+
+    counts = results.counts()
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>VirNucPro report: {html.escape(settings.get('input_name', ''))}</title><style>{STYLE}</style></head><body>",
+        f"<h1>VirNucPro report: {html.escape(settings.get('input_name', ''))}</h1>",
+        f"<p class='note'>virnucpro {html.escape(__version__)}, written {datetime.datetime.now().isoformat(timespec='seconds')}.</p>",
+        "<h2>Counts</h2>",
+        _table(["", "count"], [
+            ("sequences", counts["sequences"]),
+            ("chunks", counts["chunks"]),
+            ("chunks without a stop-free frame (no score)", counts["chunks_unscored"]),
+            ("frames scored", counts["frames"]),
+            ("frames predicted virus", counts["frames_virus"]),
+            ("chunks called viral (of scored chunks)", f"{counts['chunks_viral']} of {counts['chunks_scored']}"),
+            *[(f"sequences: {v}", counts["verdicts"].get(v, 0)) for v in ("virus", "others", "unscored")],
+        ]),
+    ]
+    for title, caption, uri in _plots(results, chunk_size):
+        parts += [f"<h2>{html.escape(title)}</h2><p class='note'>{html.escape(caption)}</p>", f"<img alt='{html.escape(title)}' src='{uri}'>"]
+    header = ["sequence_id", "length", "chunks", "chunks_scored", "chunks_viral", "viral_fraction", "score", "verdict"]
+    rows = results.summary_rows[:TABLE_ROWS]
+    body = "".join(
+        "<tr>" + "".join(
+            f"<td class='{'virus' if key == 'verdict' and row[key] == 'virus' else ''}'>{html.escape(row.get(key, ''))}</td>"
+            for key in header
+        ) + "</tr>"
+        for row in rows
+    )
+    parts += [
+        "<h2>Per-sequence verdicts</h2>",
+        f"<p class='note'>score = mean over a sequence's scored chunks of the chunk's best virus score; verdict virus when "
+        f"score &gt;= {html.escape(str(results.threshold))}. Full table: sequence_summary.tsv"
+        + (f" (first {TABLE_ROWS} of {len(results.summary_rows)} shown)" if len(results.summary_rows) > TABLE_ROWS else "")
+        + ".</p>",
+        "<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in header) + f"</tr></thead><tbody>{body}</tbody></table>",
+        "<h2>Stage times</h2>",
+        _table(["stage", "seconds"], [(stage, f"{seconds:.1f}") for stage, seconds in times.items()]),
+        "<h2>Run settings</h2>",
+        _table(["setting", "value"], sorted((k, v) for k, v in settings.items())),
+        "<p class='note'>A run made with the random test models of virnucpro-make-test-models gives meaningless scores; "
+        "real answers need the published classifier and the real DNABERT-S and ESM-2 models.</p>",
+        "</body></html>",
+    ]
+    with atomic_paths([path]) as (tmp,):
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write("\n".join(parts))
+    return path
