@@ -1,0 +1,38 @@
+// Chunk, six-frame translate and scatter one input FASTA into shard pairs (CPU).
+// The md5 of every shard is the content key of the embeddings stored for it downstream.
+process TRANSLATE {
+    tag "${meta.id}"
+    label 'process_medium'
+
+    input:
+    tuple val(meta), path(fasta)
+
+    output:
+    tuple val(meta), path('shards/*.nucleotide.fa'), path('shards/*.protein.fa'), path('checksums.md5'), emit: shards
+    tuple val(meta), path('shards/*.sequences.tsv'), emit: sequences
+    path 'versions.yml', emit: versions
+
+    script:
+    def args = task.ext.args ?: ''
+    """
+    virnucpro-translate --input ${fasta} --outdir shards --chunk_size ${params.chunk_size} --shard_size ${params.shard_size} --workers ${task.cpus} ${args}
+    ( cd shards && md5sum -- *.nucleotide.fa *.protein.fa ) > checksums.md5
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        virnucpro: \$(python3 -c 'import virnucpro; print(virnucpro.__version__)')
+    END_VERSIONS
+    """
+
+    stub:
+    """
+    mkdir -p shards
+    touch shards/${meta.id}.nucleotide.fa shards/${meta.id}.protein.fa shards/${meta.id}.sequences.tsv
+    ( cd shards && md5sum -- *.nucleotide.fa *.protein.fa ) > checksums.md5
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        virnucpro: stub
+    END_VERSIONS
+    """
+}

@@ -1,0 +1,300 @@
+"""Run each Nextflow process's script block with bash, as Nextflow would run one task.
+
+Nextflow cannot run here, so each task is reproduced by hand, honestly:
+- the `script:` (or `stub:`) block is taken from the module file by the parser in
+  test_nextflow_static.py, its `def` lines evaluated and every `${...}` replaced by the value
+  Nextflow would bind (staged input names, meta fields, params, task.cpus, task.process, ...;
+  the renderer refuses anything more complex than a dotted name, an elvis or a ternary);
+- inputs are staged as Nextflow stages them: a symlink named after the file in the task folder,
+  or under the `stageAs` pattern (`?/*` -> 1/<name>, 2/<name>, ... in list order);
+- the script runs with `bash -ue` (Nextflow's default shell) in that folder, with the project's
+  bin/ first on PATH (Nextflow puts it there) and no network (HF_HUB_OFFLINE=1);
+- then every declared output pattern must match at least one file, as Nextflow requires.
+The tasks are chained like the pipeline chains them: TRANSLATE's shards feed the extractions,
+their embeddings MERGE, the merged shards are gathered for CLASSIFY.
+"""
+
+import glob
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+
+import h5py
+import pytest
+
+import virnucpro
+from virnucpro.fasta import read_fasta
+
+from helpers import BIN, REPO, read_fasta_pairs
+from test_nextflow_static import PathList, module_processes, render_script
+
+EXAMPLE = os.path.join(REPO, "examples", "metagenome_scaffolds.fa")
+
+
+@pytest.fixture(scope="module")
+def processes():
+    return module_processes()
+
+
+def task_env():
+    """The environment of a task: project bin/ first on PATH, this interpreter's tools, offline."""
+    path = os.pathsep.join([BIN, os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    pythonpath = os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))
+    return dict(os.environ, PATH=path, PYTHONPATH=pythonpath, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+
+
+def bindings(process, **values):
+    """Nextflow's values for one task of `process`; `values` holds the per-task ones."""
+    env = {
+        "params.chunk_size": 500, "params.shard_size": 2, "params.precision": "fp32", "params.device": "cpu",
+        "params.batch_tokens": None, "params.gpus": None, "params.threshold": None,
+        "task.cpus": 1, "task.process": process.name, "task.ext.args": None,
+        "workflow.manifest.version": virnucpro.__version__,
+    }
+    env.update(values)
+    return env
+
+
+def stage(process, workdir, inputs):
+    """Link each path input into workdir under the name Nextflow gives it; returns the bindings."""
+    bound = {}
+    for name, stage_as in process.path_inputs():
+        sources = inputs[name]
+        if stage_as is None:
+            assert not isinstance(sources, list), f"{name}: one file expected"
+            target = os.path.basename(str(sources))
+            os.symlink(os.path.abspath(sources), os.path.join(workdir, target))
+            bound[name] = target
+        else:
+            assert stage_as == "?/*", f"staging pattern {stage_as} not reproduced here"
+            staged = PathList()
+            for index, source in enumerate(sources, start=1):
+                target = f"{index}/{os.path.basename(source)}"
+                os.makedirs(os.path.join(workdir, str(index)))
+                os.symlink(os.path.abspath(source), os.path.join(workdir, target))
+                staged.append(target)
+            bound[name] = staged
+    return bound
+
+
+def run_task(process, workdir, inputs=None, stub=False, extra_env=None, **values):
+    """Stage, render, run with bash -ue; check every declared output. Returns {pattern: [paths]}."""
+    os.makedirs(workdir)
+    env = bindings(process, **values)
+    env.update(stage(process, workdir, inputs or {}))
+    script = render_script(process, env, stub=stub)
+    with open(os.path.join(workdir, ".command.sh"), "w") as handle:
+        handle.write(script)
+    result = subprocess.run(["bash", "-ue", ".command.sh"], cwd=workdir, capture_output=True, text=True,
+                            env=dict(task_env(), **(extra_env or {})))
+    assert result.returncode == 0, f"{process.name} failed ({result.returncode}):\n{script}\n{result.stderr[-3000:]}"
+    outputs = {}
+    for _, pattern in process.declared_outputs():
+        matched = sorted(glob.glob(os.path.join(workdir, pattern)))
+        assert matched, f"{process.name}: declared output {pattern} not produced\n{script}"
+        outputs[pattern] = matched
+    versions = open(os.path.join(workdir, "versions.yml")).read()
+    assert f'"{process.name}":' in versions
+    return outputs
+
+
+def check_versions(path, tools):
+    text = open(path).read()
+    for tool, version in tools.items():
+        assert f"    {tool}: {version}\n" in text, text
+
+
+def shard_name(path, suffix):
+    return os.path.basename(path)[: -len(suffix)]
+
+
+@pytest.fixture(scope="module")
+def tiny_fasta(tmp_path_factory):
+    """Two pieces of the bundled scaffolds: 1100 bp (3 chunks) and 700 bp (2 chunks)."""
+    records = list(read_fasta(EXAMPLE))
+    path = tmp_path_factory.mktemp("input") / "tiny.fa"
+    path.write_text(f">{records[0][0]}\n{records[0][1][:1100]}\n>{records[1][0]}\n{records[1][1][2000:2700]}\n")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def translated(processes, tiny_fasta, tmp_path_factory):
+    work = str(tmp_path_factory.mktemp("tasks") / "translate")
+    outputs = run_task(processes["TRANSLATE"], work, {"fasta": tiny_fasta}, **{"meta.id": "tiny"})
+    return work, outputs
+
+
+@pytest.fixture(scope="module")
+def shards(translated):
+    """[(shard name, nucleotide FASTA, protein FASTA)] as main.nf pairs them (by name)."""
+    _, outputs = translated
+    nucleotides = outputs["shards/*.nucleotide.fa"]
+    proteins = {shard_name(p, ".protein.fa"): p for p in outputs["shards/*.protein.fa"]}
+    return [(shard_name(n, ".nucleotide.fa"), n, proteins[shard_name(n, ".nucleotide.fa")]) for n in nucleotides]
+
+
+def test_translate_task_scatters_shards_with_their_checksums(translated, shards):
+    work, outputs = translated
+    assert len(shards) >= 2, "the test input should scatter into several shards"
+    assert [s for s, _, _ in shards] == [f"tiny.{i:05d}" for i in range(1, len(shards) + 1)]
+    frames = [read_fasta_pairs(n) for _, n, _ in shards]
+    assert all(0 < len(f) <= 2 for f in frames)  # params.shard_size = 2 reached the tool
+    # checksums.md5 is what main.nf keys the store with: it must be the md5 of each shard file.
+    (checksums,) = outputs["checksums.md5"]
+    listed = dict(reversed(line.split()) for line in open(checksums).read().splitlines())
+    for _, nucleotide, protein in shards:
+        for path in (nucleotide, protein):
+            assert listed[os.path.basename(path)] == hashlib.md5(open(path, "rb").read()).hexdigest()
+    assert len(listed) == 2 * len(shards)
+    (table,) = outputs["shards/*.sequences.tsv"]
+    assert os.path.basename(table) == "tiny.sequences.tsv"
+    check_versions(os.path.join(work, "versions.yml"), {"virnucpro": virnucpro.__version__})
+
+
+@pytest.fixture(scope="module")
+def embedded(processes, shards, test_models, tmp_path_factory):
+    """Per shard: DNABERT-S and ESM-2 embeddings from the extraction tasks, then merged features."""
+    root = tmp_path_factory.mktemp("tasks")
+    merged = []
+    for shard, nucleotide, protein in shards:
+        dnabert = run_task(processes["EXTRACT_DNABERT"], str(root / f"dnabert-{shard}"),
+                           {"fasta": nucleotide, "model": test_models["dnabert"]})["dnabert.h5"][0]
+        esm = run_task(processes["EXTRACT_ESM"], str(root / f"esm-{shard}"),
+                       {"fasta": protein, "model": test_models["esm"]})["esm.h5"][0]
+        features = run_task(processes["MERGE"], str(root / f"merge-{shard}"),
+                            {"dnabert": dnabert, "esm": esm})["features.h5"][0]
+        merged.append((shard, nucleotide, dnabert, esm, features))
+    return merged
+
+
+def test_extract_and_merge_tasks_embed_every_frame_of_their_shard(embedded):
+    for shard, nucleotide, dnabert, esm, features in embedded:
+        ids = [i for i, _ in read_fasta_pairs(nucleotide)]
+        with h5py.File(dnabert) as h5:
+            assert [i.decode() if isinstance(i, bytes) else i for i in h5["ids"][:]] == ids
+            assert h5["embeddings"].shape == (len(ids), 768) and h5.attrs["kind"] == "dnabert"
+            assert h5.attrs["precision"] == "fp32"
+        with h5py.File(esm) as h5:
+            assert h5["embeddings"].shape == (len(ids), 2560) and h5.attrs["kind"] == "esm"
+        with h5py.File(features) as h5:
+            assert [i.decode() if isinstance(i, bytes) else i for i in h5["ids"][:]] == ids
+            assert h5["features"].shape == (len(ids), 3328)
+        check_versions(os.path.join(os.path.dirname(dnabert), "versions.yml"), {"virnucpro": virnucpro.__version__})
+
+
+def test_classify_task_scores_the_gathered_shards_in_order(processes, embedded, translated, test_models, tmp_path):
+    _, outputs = translated
+    (sequences,) = outputs["shards/*.sequences.tsv"]
+    features = [f for _, _, _, _, f in embedded]
+    result = run_task(processes["CLASSIFY"], str(tmp_path / "classify"),
+                      {"features": features, "sequences": sequences, "classifier": test_models["classifier"]},
+                      **{"meta.id": "tiny"})
+    rows = open(result["prediction_results.tsv"][0]).read().splitlines()
+    frame_ids = [i for _, nucleotide, _, _, _ in embedded for i, _ in read_fasta_pairs(nucleotide)]
+    assert rows[0].split("\t") == ["Sequence_ID", "Prediction", "score1", "score2"]
+    assert [row.split("\t")[0] for row in rows[1:]] == frame_ids  # shard order kept through staging
+    summary = open(result["sequence_summary.tsv"][0]).read().splitlines()
+    assert len(summary) == 1 + 2  # both input sequences, each with one verdict
+    assert open(result["prediction_results_highestscore.tsv"][0]).readline().split() == ["Modified_ID", "Is_Virus"]
+
+
+def test_classify_task_passes_the_threshold_when_given(processes, embedded, translated, test_models, tmp_path):
+    _, outputs = translated
+    features = [f for _, _, _, _, f in embedded]
+    common = {"features": features, "sequences": outputs["shards/*.sequences.tsv"][0],
+              "classifier": test_models["classifier"]}
+    strict = run_task(processes["CLASSIFY"], str(tmp_path / "strict"), common,
+                      **{"meta.id": "tiny", "params.threshold": 1.0})
+    lenient = run_task(processes["CLASSIFY"], str(tmp_path / "lenient"), common,
+                       **{"meta.id": "tiny", "params.threshold": 0.0})
+    def verdicts(result):
+        return [line.split("\t")[-1] for line in open(result["sequence_summary.tsv"][0]).read().splitlines()[1:]]
+    assert "virus" not in verdicts(strict) and "others" not in verdicts(lenient)
+
+
+def test_make_test_models_task_writes_the_models(processes, test_models, tmp_path):
+    outputs = run_task(processes["MAKE_TEST_MODELS"], str(tmp_path / "make"))
+    for name in ("dnabert", "esm"):
+        (folder,) = outputs[name]
+        assert sorted(os.listdir(folder)) == sorted(os.listdir(test_models[name]))
+        assert open(os.path.join(folder, "config.json")).read() == open(os.path.join(test_models[name], "config.json")).read()
+    assert os.path.getsize(outputs["classifier.pth"][0]) > 0
+
+
+def fake_hub_cache(root, repo_id, folder, commit="0123456789abcdef0123456789abcdef01234567"):
+    """A Hugging Face hub cache holding `folder` as repo_id at `commit`, with refs/main -> commit."""
+    repo = os.path.join(root, "models--" + repo_id.replace("/", "--"))
+    shutil.copytree(folder, os.path.join(repo, "snapshots", commit))
+    os.makedirs(os.path.join(repo, "refs"))
+    with open(os.path.join(repo, "refs", "main"), "w") as handle:
+        handle.write(commit)
+    return root
+
+
+@pytest.mark.parametrize("kind", ["dnabert", "esm"])
+def test_fetch_model_task_snapshots_a_hub_model(processes, test_models, tmp_path, kind):
+    """Offline, from a hub cache: the test DNABERT-S has only pytorch_model.bin (the fallback
+    path), the test ESM-2 model.safetensors (the first path)."""
+    source = test_models[kind]
+    cache = fake_hub_cache(str(tmp_path / "hub"), f"test-org/{kind}", source)
+    outputs = run_task(processes["FETCH_MODEL"], str(tmp_path / "fetch"), extra_env={"HF_HUB_CACHE": cache},
+                       **{"model_id": f"test-org/{kind}", "revision": "main", "key": f"test-org--{kind}@main"})
+    (model,) = outputs["model"]
+    wanted = [n for n in os.listdir(source) if n.endswith((".json", ".txt", ".safetensors", ".bin"))]
+    assert sorted(os.listdir(model)) == sorted(wanted)
+    for name in wanted:
+        assert open(os.path.join(model, name), "rb").read() == open(os.path.join(source, name), "rb").read()
+        assert not os.path.islink(os.path.join(model, name))  # copied out of the cache, not linked into it
+
+
+def test_fetch_model_task_fails_clearly_without_weights(processes, tmp_path):
+    config_only = tmp_path / "config_only"
+    config_only.mkdir()
+    (config_only / "config.json").write_text("{}")
+    cache = fake_hub_cache(str(tmp_path / "hub"), "test-org/empty", str(config_only))
+    process = processes["FETCH_MODEL"]
+    with pytest.raises(AssertionError, match="neither .safetensors nor pytorch_model"):
+        run_task(process, str(tmp_path / "fetch"), extra_env={"HF_HUB_CACHE": cache},
+                 **{"model_id": "test-org/empty", "revision": "main", "key": "test-org--empty@main"})
+
+
+def test_every_stub_produces_the_declared_outputs(processes, tmp_path):
+    """`nextflow run -stub` runs these instead of the scripts: they must satisfy the outputs too."""
+    dummy = tmp_path / "dummy"
+    dummy.mkdir()
+    for name in ("sample.fa", "dnabert.h5", "esm.h5", "features.h5", "sample.sequences.tsv", "classifier.pth"):
+        (dummy / name).write_text("")
+    (dummy / "model").mkdir()
+    inputs = {"fasta": dummy / "sample.fa", "model": dummy / "model", "dnabert": dummy / "dnabert.h5",
+              "esm": dummy / "esm.h5", "features": [str(dummy / "features.h5")],
+              "sequences": dummy / "sample.sequences.tsv", "classifier": dummy / "classifier.pth"}
+    for process in processes.values():
+        needed = {name: inputs[name] for name, _ in process.path_inputs()}
+        run_task(process, str(tmp_path / process.name), needed, stub=True,
+                 **{"meta.id": "sample", "model_id": "org/model", "revision": "main", "key": "k"})
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_extract_tasks_run_as_the_gpu_profile_configures_them(processes, embedded, test_models, tmp_path, precision):
+    """GPU twin of the extraction tasks above: the device the `gpu` profile sets, one GPU per task;
+    the embeddings match the CPU tasks' (cosine)."""
+    import numpy as np
+
+    from test_nextflow_static import blocks, params_block, profiles
+
+    gpu_params = params_block("params {" + blocks(profiles()["gpu"], r"\bparams")[0][1] + "}")
+    shard, nucleotide, cpu_dnabert, cpu_esm, _ = embedded[0]
+    protein = nucleotide.replace(".nucleotide.fa", ".protein.fa")
+    for name, fasta, model, cpu_output in (("EXTRACT_DNABERT", nucleotide, test_models["dnabert"], cpu_dnabert),
+                                           ("EXTRACT_ESM", protein, test_models["esm"], cpu_esm)):
+        outputs = run_task(processes[name], str(tmp_path / name), {"fasta": fasta, "model": model},
+                           **{"params.device": gpu_params["device"], "params.gpus": 1, "params.precision": precision})
+        (gpu_output,) = [paths[0] for pattern, paths in outputs.items() if pattern.endswith(".h5")]
+        with h5py.File(gpu_output) as on_gpu, h5py.File(cpu_output) as on_cpu:
+            a, b = on_gpu["embeddings"][:].astype(np.float64), on_cpu["embeddings"][:].astype(np.float64)
+            assert on_gpu.attrs["precision"] == precision
+        cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        assert cosine.min() >= (0.9999 if precision == "fp32" else 0.99), (name, cosine)
