@@ -263,3 +263,16 @@ def test_hub_id_is_never_fetched_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(UserError, match="cannot get it from the Hugging Face hub or its cache"):
         resolve_model("dnabert", "zhihan1996/DNABERT-S")
+
+
+def test_dna_given_to_esm_is_warned_about(tmp_path, test_models):
+    fasta = tmp_path / "frames.nucleotide.fa"
+    fasta.write_text(">a\nACGTACGTTTGA\n>b\nGGGCCCAAATTN\n")
+    result = run_tool("virnucpro-extract", "esm", "--input", fasta, "--output", tmp_path / "x.h5",
+                      "--model", test_models["esm"], "--device", "cpu")
+    assert "is this DNA given to ESM-2" in result.stderr
+    protein = tmp_path / "frames.protein.fa"
+    protein.write_text(">a\nMKVLAG\n")
+    quiet = run_tool("virnucpro-extract", "esm", "--input", protein, "--output", tmp_path / "y.h5",
+                     "--model", test_models["esm"], "--device", "cpu")
+    assert "is this DNA" not in quiet.stderr

@@ -250,12 +250,18 @@ def read_sequences(kind, path):
     ids, sequences = [], []
     digest = hashlib.sha256()
     alphabet = "nucleotide" if kind == "dnabert" else "protein"
+    all_dna_letters = True
     for record_id, seq in read_fasta(str(path), alphabet=alphabet, allow_empty_file=True):
         if kind == "dnabert":
             seq = seq.upper()
+        else:
+            all_dna_letters = all_dna_letters and set(seq.upper()) <= set("ACGTN")
         ids.append(record_id)
         sequences.append(seq)
         digest.update(f"{record_id}\n{seq}\n".encode())
+    if kind == "esm" and ids and all_dna_letters:
+        log.warning("%s: every sequence uses only A, C, G, T, N: is this DNA given to ESM-2 "
+                    "(use the .protein.fa file)?", path)
     return ids, sequences, digest.hexdigest()
 
 
