@@ -6,6 +6,7 @@
  *     -> EXTRACT_DNABERT + EXTRACT_ESM per shard (label 'gpu')
  *     -> MERGE per shard -> CLASSIFY per input file (its shards gathered, in order): the two
  *        prediction tables of the original and a per-sequence summary, published to outdir
+ *     -> REPORT per input file: a self-contained report.html beside the tables
  *
  * Every process calls the bin/ tools. Models, embeddings and features go to `params.store_dir`
  * (storeDir) under a key of everything that determines their content, so a rerun, or a run with
@@ -20,6 +21,7 @@ include { EXTRACT_DNABERT               } from './modules/extract_dnabert'
 include { EXTRACT_ESM                   } from './modules/extract_esm'
 include { MERGE                         } from './modules/merge'
 include { CLASSIFY                      } from './modules/classify'
+include { REPORT                        } from './modules/report'
 
 // The tools' `<stem>` rule (SPEC 3): name without `.gz` and without a FASTA extension.
 def fastaStem(String name) {
@@ -199,9 +201,10 @@ workflow {
         .map { id, shards, features -> [[id: id.toString()], inShardOrder(shards, features)] }
         .join(TRANSLATE.out.sequences)
     CLASSIFY(ch_features, classifier)
+    REPORT(CLASSIFY.out.predictions.join(CLASSIFY.out.summary))
 
     ch_versions
         .mix(TRANSLATE.out.versions.first(), EXTRACT_DNABERT.out.versions.first(), EXTRACT_ESM.out.versions.first(),
-             MERGE.out.versions.first(), CLASSIFY.out.versions.first())
+             MERGE.out.versions.first(), CLASSIFY.out.versions.first(), REPORT.out.versions.first())
         .collectFile(name: 'software_versions.yml', storeDir: "${params.outdir}/pipeline_info", sort: true)
 }

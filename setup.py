@@ -22,6 +22,7 @@ setup(
         "transformers>=4.40",
         "safetensors>=0.4",
         "tokenizers>=0.15",
+        "huggingface_hub>=0.20",
         "numpy>=1.24",
         "h5py>=3.8",
         "biopython>=1.80",

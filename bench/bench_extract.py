@@ -10,10 +10,10 @@ GPU (when CUDA is available): full-size DNABERT-S and ESM-2 3B built from the re
   random weights (nothing downloaded). Ours = bf16 token-budget batches; original = per-sequence
   fp32 DNABERT-S, fp32 ESM batches of 2048 tokens. Reports tokens/s, MFU and the ratios.
 
-Usage: python bench/bench_extract.py [--n_dna 128] [--n_protein 64] [--gpu_only] [--cpu_only] [--json FILE]
+Usage: python bench/bench_extract.py [--n_dna 128] [--n_protein 64] [--gpu_n_dna 20000] [--gpu_n_protein 4000]
+         [--repeats 3] [--gpu_only] [--cpu_only] [--smoke_gpu_path_on_cpu] [--json FILE]
 """
 
-import argparse
 import json
 import os
 import platform
@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 
+import fire
 import numpy as np
 import torch
 
@@ -242,38 +243,43 @@ def bench_gpu(n_dna, n_protein, dnabert_budget=65536, esm_budget=32768, device="
     return results
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n_dna", type=int, default=128)
-    parser.add_argument("--n_protein", type=int, default=64)
-    parser.add_argument("--gpu_n_dna", type=int, default=20000)
-    parser.add_argument("--gpu_n_protein", type=int, default=4000)
-    parser.add_argument("--repeats", type=int, default=3, help="time each way this many times, keep the best")
-    parser.add_argument("--cpu_only", action="store_true")
-    parser.add_argument("--gpu_only", action="store_true")
-    parser.add_argument("--json", help="also write the results here")
-    parser.add_argument("--smoke_gpu_path_on_cpu", action="store_true", help="run the GPU code on CPU with tiny configs")
-    args = parser.parse_args()
+def main(n_dna=128, n_protein=64, gpu_n_dna=20000, gpu_n_protein=4000, repeats=3, cpu_only=False, gpu_only=False,
+         json=None, smoke_gpu_path_on_cpu=False):
+    """Run the benchmarks and print one JSON line per measurement.
+
+    Args:
+      n_dna: DNA frames embedded on CPU with the test models.
+      n_protein: proteins embedded on CPU with the test models.
+      gpu_n_dna: DNA frames embedded on the GPU with full-size DNABERT-S.
+      gpu_n_protein: proteins embedded on the GPU with full-size ESM-2 3B.
+      repeats: time each way this many times, keep the best.
+      cpu_only: skip the GPU part.
+      gpu_only: skip the CPU part.
+      json: also write the results to this file.
+      smoke_gpu_path_on_cpu: run the GPU code on CPU with tiny configs (a quick check of this script).
+    """
+    import json as json_lib
+
     global REPEATS
-    REPEATS = args.repeats
+    REPEATS = int(repeats)
     results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs", "torch": torch.__version__,
                "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
-    if not args.gpu_only:
+    if not gpu_only:
         with tempfile.TemporaryDirectory() as workdir:
-            results["cpu"] = bench_cpu(args.n_dna, args.n_protein, workdir)
-    if args.smoke_gpu_path_on_cpu:
+            results["cpu"] = bench_cpu(int(n_dna), int(n_protein), workdir)
+    if smoke_gpu_path_on_cpu:
         shrink = dict(num_hidden_layers=1, hidden_size=64, num_attention_heads=4, intermediate_size=32)
         results["gpu_smoke"] = bench_gpu(8, 8, device="cpu", shrink=shrink)
-    elif not args.cpu_only:
+    elif not cpu_only:
         if torch.cuda.is_available():
-            results["gpu"] = bench_gpu(args.gpu_n_dna, args.gpu_n_protein)
+            results["gpu"] = bench_gpu(int(gpu_n_dna), int(gpu_n_protein))
         else:
             print("no CUDA GPU: GPU benchmark skipped", file=sys.stderr)
     results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=2)
+    if json:
+        with open(str(json), "w") as handle:
+            json_lib.dump(results, handle, indent=2)
 
 
 if __name__ == "__main__":
-    main()
+    fire.Fire(main)

@@ -11,7 +11,6 @@ measured in a separate pass. All outputs are checked to hold the same features.
     python bench/bench_merge.py --rows 100000 --repeats 1 --skip_original   # memory stays flat
 """
 
-import argparse
 import os
 import platform
 import subprocess
@@ -113,25 +112,20 @@ def check_outputs(paths, out, skip_original):
         assert np.array_equal(torch.load(out["orig_merged.pt"], weights_only=True)["data"].numpy(), expected)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=8000)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--skip_original", action="store_true", help="only virnucpro-merge on HDF5 (large --rows: memory check)")
-    parser.add_argument("--workdir", default=os.path.join(REPO, "bench", "out", "merge"))
-    parser.add_argument("--make_inputs", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    os.makedirs(args.workdir, exist_ok=True)
-    if args.make_inputs:
-        make_inputs(args.workdir, args.rows, with_pt=not args.skip_original)
+def main(rows=8000, repeats=5, skip_original=False, workdir=os.path.join(REPO, "bench", "out", "merge"),
+         make_inputs_only=False):
+    """Merge benchmark. skip_original: only virnucpro-merge on HDF5 (large --rows: memory check)."""
+    os.makedirs(workdir, exist_ok=True)
+    if make_inputs_only:
+        make_inputs(workdir, rows, with_pt=not skip_original)
         return
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    maker = [sys.executable, os.path.abspath(__file__), "--make_inputs", "--rows", str(args.rows), "--workdir", args.workdir]
-    subprocess.run(maker + (["--skip_original"] if args.skip_original else []), check=True, env=env)
+    maker = [sys.executable, os.path.abspath(__file__), "--make_inputs_only", "--rows", str(rows), "--workdir", workdir]
+    subprocess.run(maker + (["--skip_original"] if skip_original else []), check=True, env=env)
 
-    paths = {k: os.path.join(args.workdir, v) for k, v in INPUTS.items()}
+    paths = {k: os.path.join(workdir, v) for k, v in INPUTS.items()}
     tool = [sys.executable, os.path.join(REPO, "bin", "virnucpro-merge")]
-    out = {name: os.path.join(args.workdir, name) for name in ("orig_merged.pt", "h5_merged.h5", "pt_merged.h5")}
+    out = {name: os.path.join(workdir, name) for name in ("orig_merged.pt", "h5_merged.h5", "pt_merged.h5")}
     runs = {
         "original (.pt, Python-list embeddings)": (
             [sys.executable, "-c", ORIGINAL_MERGE, paths["n_pt"], paths["p_pt"], out["orig_merged.pt"]], out["orig_merged.pt"]),
@@ -140,19 +134,19 @@ def main():
         "virnucpro-merge (original .pt in)": (
             tool + ["--nucleotide", paths["n_pt"], "--protein", paths["p_pt"], "--output", out["pt_merged.h5"]], out["pt_merged.h5"]),
     }
-    if args.skip_original:
+    if skip_original:
         runs = {k: v for k, v in runs.items() if "HDF5" in k}
     times = {name: [] for name in runs}
-    for _ in range(args.repeats):  # interleaved, so load from other processes hits all runs alike
+    for _ in range(repeats):  # interleaved, so load from other processes hits all runs alike
         for name, (cmd, output) in runs.items():
             times[name].append(timed(cmd, env, output))
     peak = {name: peak_mib(cmd, env, output) for name, (cmd, output) in runs.items()}
-    check_outputs(paths, out, args.skip_original)
+    check_outputs(paths, out, skip_original)
 
     best = {name: min(values) for name, values in times.items()}
     median = {name: sorted(values)[len(values) // 2] for name, values in times.items()}
     baseline = best.get("original (.pt, Python-list embeddings)")
-    print(f"merge of {args.rows} rows (768 + 2560 columns), whole process, best of {args.repeats} interleaved runs")
+    print(f"merge of {rows} rows (768 + 2560 columns), whole process, best of {repeats} interleaved runs")
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     print("| run | best s | median s | speed-up (best) | peak RSS MiB |")
     print("|---|---|---|---|---|")
@@ -163,4 +157,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    import fire
+
+    fire.Fire(main)

@@ -1,5 +1,6 @@
-// Snapshot a model from the Hugging Face hub once into the permanent store, so cluster and cloud
-// nodes never each download it. The store path is the model key: `<id with / as -->@<revision>`.
+// Snapshot a model from the Hugging Face hub once into the permanent store (virnucpro-fetch-model),
+// so cluster and cloud nodes never each download it. The store path is the model key:
+// `<id with / as -->@<revision>`.
 // Not run for a local model folder (main.nf passes the folder itself).
 process FETCH_MODEL {
     tag "${model_id}@${revision}"
@@ -14,25 +15,15 @@ process FETCH_MODEL {
     path 'versions.yml', emit: versions
 
     script:
-    // The snapshot goes through the node's hub cache (reused if the model is already there) and
-    // is copied out: configs, tokenizer files and one weight format (safetensors, else .bin).
+    // Configs, tokenizer files and one weight format (safetensors, else .bin), at the commit the
+    // revision resolves to (recorded in model/virnucpro_model.json).
+    def args = task.ext.args ?: ''
     """
-    shopt -s nullglob
-    snapshot=\$(hf download ${model_id} --revision ${revision} --include '*.json' --include '*.txt' --include '*.safetensors' --quiet)
-    weights=("\$snapshot"/*.safetensors)
-    if [ \${#weights[@]} -eq 0 ]; then
-        snapshot=\$(hf download ${model_id} --revision ${revision} --include 'pytorch_model*.bin' --quiet)
-        weights=("\$snapshot"/pytorch_model*.bin)
-    fi
-    if [ \${#weights[@]} -eq 0 ]; then
-        echo "FETCH_MODEL: ${model_id}@${revision} has neither .safetensors nor pytorch_model*.bin weights" >&2
-        exit 1
-    fi
-    mkdir model
-    cp -L "\$snapshot"/*.json "\$snapshot"/*.txt "\${weights[@]}" model/
+    virnucpro-fetch-model --model ${model_id} --revision ${revision} --outdir model ${args}
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
+        virnucpro: \$(python3 -c 'import virnucpro; print(virnucpro.__version__)')
         huggingface_hub: \$(python3 -c 'import huggingface_hub; print(huggingface_hub.__version__)')
     END_VERSIONS
     """
@@ -40,11 +31,11 @@ process FETCH_MODEL {
     stub:
     """
     mkdir -p model
-    touch model/config.json
+    touch model/config.json model/virnucpro_model.json
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        huggingface_hub: stub
+        virnucpro: stub
     END_VERSIONS
     """
 }

@@ -276,3 +276,17 @@ def test_dna_given_to_esm_is_warned_about(tmp_path, test_models):
     quiet = run_tool("virnucpro-extract", "esm", "--input", protein, "--output", tmp_path / "y.h5",
                      "--model", test_models["esm"], "--device", "cpu")
     assert "is this DNA" not in quiet.stderr
+
+
+def test_revision_of_a_fetched_folder_is_its_recorded_commit(tmp_path, test_models):
+    import json
+    import shutil
+
+    from virnucpro.extract import resolve_model
+
+    folder = tmp_path / "dnabert"
+    shutil.copytree(test_models["dnabert"], folder)
+    _, digest = resolve_model("dnabert", str(folder))
+    assert digest.startswith("sha256:")
+    (folder / "virnucpro_model.json").write_text(json.dumps({"model": "zhihan1996/DNABERT-S", "commit": "abc123"}))
+    assert resolve_model("dnabert", str(folder)) == (str(folder), "zhihan1996/DNABERT-S@abc123")

@@ -8,16 +8,17 @@ Nextflow cannot run here, so each task is reproduced by hand, honestly:
 - inputs are staged as Nextflow stages them: a symlink named after the file in the task folder,
   or under the `stageAs` pattern (`?/*` -> 1/<name>, 2/<name>, ... in list order);
 - the script runs with `bash -ue` (Nextflow's default shell) in that folder, with the project's
-  bin/ first on PATH (Nextflow puts it there) and no network (HF_HUB_OFFLINE=1);
+  bin/ first on PATH (Nextflow puts it there) and no network (HF_HUB_OFFLINE=1; FETCH_MODEL
+  talks to the fake hub of tests/fake_hub.py);
 - then every declared output pattern must match at least one file, as Nextflow requires.
 The tasks are chained like the pipeline chains them: TRANSLATE's shards feed the extractions,
-their embeddings MERGE, the merged shards are gathered for CLASSIFY.
+their embeddings MERGE, the merged shards are gathered for CLASSIFY, whose tables make the REPORT.
 """
 
 import glob
 import hashlib
+import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -27,6 +28,7 @@ import pytest
 import virnucpro
 from virnucpro.fasta import read_fasta
 
+from fake_hub import COMMIT, write_hub_file
 from helpers import BIN, REPO, read_fasta_pairs
 from test_nextflow_static import PathList, module_processes, render_script
 
@@ -223,40 +225,58 @@ def test_make_test_models_task_writes_the_models(processes, test_models, tmp_pat
     assert os.path.getsize(outputs["classifier.pth"][0]) > 0
 
 
-def fake_hub_cache(root, repo_id, folder, commit="0123456789abcdef0123456789abcdef01234567"):
-    """A Hugging Face hub cache holding `folder` as repo_id at `commit`, with refs/main -> commit."""
-    repo = os.path.join(root, "models--" + repo_id.replace("/", "--"))
-    shutil.copytree(folder, os.path.join(repo, "snapshots", commit))
-    os.makedirs(os.path.join(repo, "refs"))
-    with open(os.path.join(repo, "refs", "main"), "w") as handle:
-        handle.write(commit)
-    return root
+def test_report_task_writes_a_self_contained_report(processes, embedded, translated, test_models, tmp_path):
+    """REPORT on what CLASSIFY publishes, staged under the names CLASSIFY gives them."""
+    import re
+
+    _, outputs = translated
+    classified = run_task(processes["CLASSIFY"], str(tmp_path / "classify"),
+                          {"features": [f for _, _, _, _, f in embedded], "sequences": outputs["shards/*.sequences.tsv"][0],
+                           "classifier": test_models["classifier"]}, **{"meta.id": "tiny"})
+    result = run_task(processes["REPORT"], str(tmp_path / "report"),
+                      {"predictions": classified["prediction_results.tsv"][0], "summary": classified["sequence_summary.tsv"][0]},
+                      **{"meta.id": "tiny", "params.threshold": 0.25})
+    page = open(result["report.html"][0]).read()
+    assert "VirNucPro report: tiny" in page and "<td>threshold</td><td>0.25</td>" in page
+    assert len(re.findall(r"src='data:image/png;base64,", page)) >= 4
+    assert not re.search(r"<(script|link)\b", page)
+    for sequence in open(classified["sequence_summary.tsv"][0]).read().splitlines()[1:]:
+        assert sequence.split("\t")[0] in page
+    check_versions(os.path.join(str(tmp_path / "report"), "versions.yml"), {"virnucpro": virnucpro.__version__})
 
 
-@pytest.mark.parametrize("kind", ["dnabert", "esm"])
-def test_fetch_model_task_snapshots_a_hub_model(processes, test_models, tmp_path, kind):
-    """Offline, from a hub cache: the test DNABERT-S has only pytorch_model.bin (the fallback
-    path), the test ESM-2 model.safetensors (the first path)."""
+def fake_hub_env(tmp_path, repos):
+    """Task environment additions that make the tools see a fake hub (tests/fake_hub.py), not the network."""
+    env = write_hub_file(tmp_path / "hub.json", repos)
+    env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], task_env()["PYTHONPATH"]])
+    return env
+
+
+@pytest.mark.parametrize("kind, weights", [("dnabert", "pytorch_model.bin"), ("esm", "model.safetensors")])
+def test_fetch_model_task_snapshots_a_hub_model(processes, test_models, tmp_path, kind, weights):
+    """From a fake hub: the test DNABERT-S has only pytorch_model.bin, the test ESM-2 model.safetensors."""
     source = test_models[kind]
-    cache = fake_hub_cache(str(tmp_path / "hub"), f"test-org/{kind}", source)
-    outputs = run_task(processes["FETCH_MODEL"], str(tmp_path / "fetch"), extra_env={"HF_HUB_CACHE": cache},
+    env = fake_hub_env(tmp_path, {f"test-org/{kind}": {"folder": source, "revisions": {"main": COMMIT}}})
+    work = str(tmp_path / "fetch")
+    outputs = run_task(processes["FETCH_MODEL"], work, extra_env=env,
                        **{"model_id": f"test-org/{kind}", "revision": "main", "key": f"test-org--{kind}@main"})
     (model,) = outputs["model"]
-    wanted = [n for n in os.listdir(source) if n.endswith((".json", ".txt", ".safetensors", ".bin"))]
-    assert sorted(os.listdir(model)) == sorted(wanted)
+    wanted = [n for n in os.listdir(source) if n.endswith((".json", ".txt")) or n == weights]
+    assert sorted(os.listdir(model)) == sorted(wanted + ["virnucpro_model.json"])
     for name in wanted:
         assert open(os.path.join(model, name), "rb").read() == open(os.path.join(source, name), "rb").read()
-        assert not os.path.islink(os.path.join(model, name))  # copied out of the cache, not linked into it
+    record = json.load(open(os.path.join(model, "virnucpro_model.json")))
+    assert record["commit"] == COMMIT and record["model"] == f"test-org/{kind}"
+    check_versions(os.path.join(work, "versions.yml"), {"virnucpro": virnucpro.__version__})
 
 
 def test_fetch_model_task_fails_clearly_without_weights(processes, tmp_path):
     config_only = tmp_path / "config_only"
     config_only.mkdir()
     (config_only / "config.json").write_text("{}")
-    cache = fake_hub_cache(str(tmp_path / "hub"), "test-org/empty", str(config_only))
-    process = processes["FETCH_MODEL"]
+    env = fake_hub_env(tmp_path, {"test-org/empty": {"folder": str(config_only), "revisions": {"main": COMMIT}}})
     with pytest.raises(AssertionError, match="neither .safetensors nor pytorch_model"):
-        run_task(process, str(tmp_path / "fetch"), extra_env={"HF_HUB_CACHE": cache},
+        run_task(processes["FETCH_MODEL"], str(tmp_path / "fetch"), extra_env=env,
                  **{"model_id": "test-org/empty", "revision": "main", "key": "test-org--empty@main"})
 
 
@@ -264,12 +284,14 @@ def test_every_stub_produces_the_declared_outputs(processes, tmp_path):
     """`nextflow run -stub` runs these instead of the scripts: they must satisfy the outputs too."""
     dummy = tmp_path / "dummy"
     dummy.mkdir()
-    for name in ("sample.fa", "dnabert.h5", "esm.h5", "features.h5", "sample.sequences.tsv", "classifier.pth"):
+    for name in ("sample.fa", "dnabert.h5", "esm.h5", "features.h5", "sample.sequences.tsv", "classifier.pth",
+                 "prediction_results.tsv", "sequence_summary.tsv"):
         (dummy / name).write_text("")
     (dummy / "model").mkdir()
     inputs = {"fasta": dummy / "sample.fa", "model": dummy / "model", "dnabert": dummy / "dnabert.h5",
               "esm": dummy / "esm.h5", "features": [str(dummy / "features.h5")],
-              "sequences": dummy / "sample.sequences.tsv", "classifier": dummy / "classifier.pth"}
+              "sequences": dummy / "sample.sequences.tsv", "classifier": dummy / "classifier.pth",
+              "predictions": dummy / "prediction_results.tsv", "summary": dummy / "sequence_summary.tsv"}
     for process in processes.values():
         needed = {name: inputs[name] for name, _ in process.path_inputs()}
         run_task(process, str(tmp_path / process.name), needed, stub=True,

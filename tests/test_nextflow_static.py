@@ -18,7 +18,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -315,13 +314,11 @@ def tool_function(tool):
 
 
 def tool_commands(script):
-    """[[argv...]] of every virnucpro-* / hf command in a rendered bash script."""
+    """[[argv...]] of every virnucpro-* command in a rendered bash script."""
     commands = []
     joined = re.sub(r"\\\n", " ", script)
     for line in joined.split("\n"):
-        for match in re.finditer(r"(?:^|[\s(=$]|\$\()((?:virnucpro-[\w-]+|hf)\s[^|;&)<>]*)", line):
-            if match.group(1).split()[0] in ("hf",) and " download " not in f" {match.group(1)} ":
-                continue
+        for match in re.finditer(r"(?:^|[\s(=$]|\$\()(virnucpro-[\w-]+\s[^|;&)<>]*)", line):
             commands.append(shlex.split(match.group(1)))
     return commands
 
@@ -364,15 +361,6 @@ def check_fire_command(argv):
                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in bound]
     assert not missing, f"{tool}: required option(s) not given: {missing}"
     return bound
-
-
-def hf_download_options():
-    """Options of `hf download`, from its --help (the tool FETCH_MODEL runs)."""
-    hf = os.path.join(os.path.dirname(sys.executable), "hf")
-    result = subprocess.run([hf, "download", "--help"], capture_output=True, text=True,
-                            env=dict(os.environ, NO_COLOR="1", COLUMNS="200"))
-    assert result.returncode == 0, result.stderr
-    return set(re.findall(r"(--[a-z][\w-]*)", result.stdout))
 
 
 # ------------------------------------------------------------------ config
@@ -487,7 +475,7 @@ def test_main_includes_every_module_and_calls_every_process(processes):
         assert re.search(rf"\b{called}\s*\(", text), f"main.nf includes {called} but never calls it"
     assert included == set(processes), f"modules not included: {set(processes) - included}"
     expected = {"TRANSLATE", "FETCH_MODEL", "MAKE_TEST_MODELS", "EXTRACT_DNABERT", "EXTRACT_ESM", "MERGE",
-                "CLASSIFY"}
+                "CLASSIFY", "REPORT"}
     assert expected <= set(processes)
 
 
@@ -503,26 +491,18 @@ def test_every_process_has_a_stub_and_emits_versions(processes):
 
 def test_every_process_runs_a_tool_with_options_it_accepts(processes):
     """Each script's command lines, rendered with every optional option on and with all off,
-    are accepted by the tools themselves (fire signatures; `hf download --help`)."""
-    hf_options = None
+    are accepted by the tools themselves (fire signatures). Processes run only bin/ tools: the hub
+    is reached through virnucpro-fetch-model, not a hub client of its own."""
     for process in processes.values():
         for optional in (True, False):
             env = sample_env(process, optional=optional)
             script = render_script(process, env)
             commands = tool_commands(script)
-            assert commands, f"{process.name}: runs no virnucpro tool"
+            assert commands, f"{process.name}: runs no bin/virnucpro-* tool"
             for argv in commands:
-                if argv[0] == "hf":
-                    hf_options = hf_options or hf_download_options()
-                    assert process.name == "FETCH_MODEL", f"{process.name}: only FETCH_MODEL talks to the hub"
-                    for arg in argv[2:]:
-                        if arg.startswith("--"):
-                            assert arg in hf_options, f"hf download does not accept {arg}"
-                else:
-                    check_fire_command(argv)
-        if process.name != "FETCH_MODEL":
-            assert any(argv[0].startswith("virnucpro-") for argv in tool_commands(render_script(process, sample_env(process)))), \
-                f"{process.name}: calls no bin/virnucpro-* tool"
+                check_fire_command(argv)
+            assert not re.search(r"(^|[\s(])(hf|huggingface-cli|wget|curl)\s", script, re.M), \
+                f"{process.name}: downloads without the bin/ tools"
 
 
 def test_tool_options_checker_rejects_what_the_tools_reject():
@@ -571,9 +551,10 @@ def test_store_dirs_are_keyed_by_everything_that_determines_the_content(processe
                     f"{name}: storeDir depends on {part}"
         rendered[name] = base
     assert len(set(rendered.values())) == len(rendered), "two processes share a store path"
-    for name in ("TRANSLATE", "CLASSIFY"):
+    for name in ("TRANSLATE", "CLASSIFY", "REPORT"):
         assert not processes[name].directive("storeDir"), f"{name} should not be stored"
-    assert processes["CLASSIFY"].directive("publishDir")
+    for name in ("CLASSIFY", "REPORT"):
+        assert processes[name].directive("publishDir"), f"{name}: final outputs are published"
 
 
 def test_main_builds_the_meta_keys_the_store_dirs_use():

@@ -62,7 +62,23 @@ def resolve_model(kind, model=None):
     else:
         raise UserError(f"--model {model}: no such model folder")
     match = _SNAPSHOT.search(folder)
-    return folder, match.group(1) if match else weights_digest(folder)
+    if match:
+        return folder, match.group(1)
+    return folder, fetched_commit(folder) or weights_digest(folder)
+
+
+def fetched_commit(folder):
+    """The hub commit recorded by virnucpro-fetch-model in the folder, if it made it (saves
+    hashing 11 GB of ESM-2 weights in every extraction task)."""
+    from .fetch_model import RECORD
+
+    try:
+        with open(os.path.join(folder, RECORD)) as handle:
+            record = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    commit = record.get("commit") if isinstance(record, dict) else None
+    return f"{record.get('model')}@{commit}" if commit else None
 
 
 def _download(repo_id):

@@ -10,14 +10,26 @@ import collections
 import datetime
 import html
 import io
+import logging
+import os
 
 import numpy as np
 
 from . import __version__
+from .cli import UserError
 
+log = logging.getLogger(__name__)
+
+#: The report's file name in the output folder.
+REPORT = "report.html"
 #: Sequences drawn as chunk tracks (the original drew 5), and rows in the HTML verdict table.
 TRACKS = 12
 TABLE_ROWS = 2000
+#: Columns of prediction_results.tsv (the original's prediction_results.txt).
+PREDICTION_COLUMNS = ("Sequence_ID", "Prediction", "score1", "score2")
+#: Numeric columns of sequence_summary.tsv: (name, type, may be NA).
+SUMMARY_NUMBERS = (("length", int, True), ("chunks", int, False), ("chunks_scored", int, False),
+                   ("chunks_viral", int, False), ("score", float, True))
 
 
 class Results:
@@ -45,23 +57,66 @@ class Results:
         )
 
 
+def _table_lines(path, what, columns):
+    """Rows of a TSV as lists, after checking that it exists and starts with `columns` (one-line errors)."""
+    try:
+        handle = open(path, encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file (the {what} of virnucpro-classify)") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read it ({err.strerror})") from None
+    with handle:
+        try:
+            header = handle.readline().rstrip("\n").split("\t")
+            if header[: len(columns)] != list(columns):
+                raise UserError(f"{path}: not a {what} (its header should start with {' '.join(columns)})")
+            for number, line in enumerate(handle, start=2):
+                yield number, line.rstrip("\n").split("\t")
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: not a text file, so not a {what}") from None
+
+
 def read_results(tables, threshold):
-    """Read prediction_results.tsv and sequence_summary.tsv (streamed; fine for millions of frames)."""
+    """Read prediction_results.tsv and sequence_summary.tsv (streamed; fine for millions of frames).
+
+    `tables`: dict(predictions=path, summary=path). Missing or malformed tables are one-line UserErrors.
+    """
+    from .classify import SUMMARY_COLUMNS
+
     scores, frames_virus, chunk_best = [], 0, {}
-    with open(tables["predictions"]) as handle:
-        next(handle)
-        for line in handle:
-            frame_id, label, score1, score2 = line.rstrip("\n").split("\t")
+    path = tables["predictions"]
+    for number, fields in _table_lines(path, "prediction table", PREDICTION_COLUMNS):
+        try:
+            frame_id, label, score1, score2 = fields
             s1, s2 = float(score1), float(score2)
-            scores.append(s2)
-            frames_virus += label == "virus"
-            chunk = frame_id[:-2]
-            best = chunk_best.get(chunk)
-            chunk_best[chunk] = (s1, s2) if best is None else (max(best[0], s1), max(best[1], s2))
-    with open(tables["summary"]) as handle:
-        header = next(handle).rstrip("\n").split("\t")
-        rows = [dict(zip(header, line.rstrip("\n").split("\t"))) for line in handle]
+        except ValueError:
+            raise UserError(f"{path}, line {number}: expected 4 tab-separated fields (id, label, two scores)") from None
+        scores.append(s2)
+        frames_virus += label == "virus"
+        chunk = frame_id[:-2]
+        best = chunk_best.get(chunk)
+        chunk_best[chunk] = (s1, s2) if best is None else (max(best[0], s1), max(best[1], s2))
+    path = tables["summary"]
+    rows = []
+    for number, fields in _table_lines(path, "sequence summary", SUMMARY_COLUMNS):
+        row = dict(zip(SUMMARY_COLUMNS, fields))
+        if len(fields) != len(SUMMARY_COLUMNS) or not all(
+            _is_number(row[key], kind, may_be_na) for key, kind, may_be_na in SUMMARY_NUMBERS
+        ):
+            raise UserError(f"{path}, line {number}: expected {len(SUMMARY_COLUMNS)} tab-separated fields "
+                            f"({' '.join(SUMMARY_COLUMNS)}) with numbers or NA")
+        rows.append(row)
     return Results(np.asarray(scores, dtype=np.float32), frames_virus, chunk_best, rows, threshold)
+
+
+def _is_number(text, kind, may_be_na):
+    if text == "NA":
+        return may_be_na
+    try:
+        kind(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _png(fig):
@@ -191,8 +246,8 @@ def write_report(path, results, settings, times, chunk_size):
         + (f" (first {TABLE_ROWS} of {len(results.summary_rows)} shown)" if len(results.summary_rows) > TABLE_ROWS else "")
         + ".</p>",
         "<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in header) + f"</tr></thead><tbody>{body}</tbody></table>",
-        "<h2>Stage times</h2>",
-        _table(["stage", "seconds"], [(stage, f"{seconds:.1f}") for stage, seconds in times.items()]),
+        *(["<h2>Stage times</h2>", _table(["stage", "seconds"], [(stage, f"{seconds:.1f}") for stage, seconds in times.items()])]
+          if times else []),
         "<h2>Run settings</h2>",
         _table(["setting", "value"], sorted((k, v) for k, v in settings.items())),
         "<p class='note'>A run made with the random test models of virnucpro-make-test-models gives meaningless scores; "
@@ -203,3 +258,65 @@ def write_report(path, results, settings, times, chunk_size):
         with open(tmp, "w", encoding="utf-8") as handle:
             handle.write("\n".join(parts))
     return path
+
+
+def _check_chunk_size(results, chunk_size, path):
+    """The chunk tracks need the run's chunk size; a wrong one would draw misplaced chunks."""
+    from .translate import chunk_bounds
+
+    for row in results.summary_rows:
+        if row["length"] != "NA" and int(row["length"]) <= 0:
+            raise UserError(f"{path}: sequence '{row['sequence_id']}' has length {row['length']}")
+        if row["length"] != "NA" and len(chunk_bounds(int(row["length"]), chunk_size)) != int(row["chunks"]):
+            raise UserError(f"{path}: sequence '{row['sequence_id']}' of {row['length']} bp has {row['chunks']} chunks, "
+                            f"not what --chunk_size {chunk_size} gives; pass the run's --chunk_size")
+
+
+def _check_threshold(results, path):
+    """Warn when the verdicts were made with another threshold than the one the report draws."""
+    threshold = np.float32(results.threshold)
+    disagree = [r["sequence_id"] for r in results.summary_rows
+                if r["score"] != "NA" and (np.float32(r["score"]) >= threshold) != (r["verdict"] == "virus")]
+    if disagree:
+        log.warning("%s: %d verdict(s) (e.g. '%s') were made with another threshold than %s; pass the run's --threshold",
+                    path, len(disagree), disagree[0], results.threshold)
+
+
+def report(predictions, summary, outdir, chunk_size=500, threshold=None, name=None, overwrite=False, verbose=False):
+    """Write DIR/report.html for the tables of a prediction run (virnucpro-classify or -predict).
+
+    Usage: virnucpro-report --predictions prediction_results.tsv --summary sequence_summary.tsv --outdir DIR
+             [--chunk_size 300|500] [--threshold X] [--name NAME] [--overwrite]
+      --predictions  prediction_results.tsv (one row per scored frame)
+      --summary      sequence_summary.tsv (one row per sequence)
+      --chunk_size   the run's chunk size (default 500), to draw chunks along the sequences
+      --threshold    the run's verdict threshold (default 0.5), drawn on the score plot
+      --name         what the report is about, in its title (default: the summary's folder name)
+    One self-contained HTML file (plots embedded, no external links), written atomically; an
+    existing report.html is kept unless --overwrite.
+    """
+    from .classify import DEFAULT_THRESHOLD
+    from .outputs import already_complete
+
+    predictions, summary, outdir = str(predictions), str(summary), str(outdir)
+    if str(chunk_size) not in ("300", "500"):
+        log.warning("--chunk_size %s: the published classifiers were trained on 300 or 500", chunk_size)
+    try:
+        chunk_size = int(chunk_size)
+        threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+    except ValueError:
+        raise UserError(f"--chunk_size must be a whole number and --threshold a number, got {chunk_size!r}, {threshold!r}") from None
+    if chunk_size <= 0:
+        raise UserError(f"--chunk_size must be positive, got {chunk_size}")
+    path = os.path.join(outdir, REPORT)
+    if already_complete([path], overwrite, "report"):
+        return
+    results = read_results(dict(predictions=predictions, summary=summary), threshold)
+    _check_chunk_size(results, chunk_size, summary)
+    _check_threshold(results, summary)
+    name = str(name) if name is not None else os.path.basename(os.path.dirname(os.path.abspath(summary)))
+    settings = dict(input_name=name, chunk_size=chunk_size, threshold=threshold,
+                    predictions=os.path.basename(predictions), summary=os.path.basename(summary))
+    write_report(path, results, settings, {}, chunk_size)
+    counts = results.counts()
+    log.info("wrote %s: %d sequences, %d frames scored", path, counts["sequences"], counts["frames"])

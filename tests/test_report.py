@@ -1,0 +1,130 @@
+"""virnucpro-report: report.html from the tables of a tiny run, self-contained, resumable, one-line errors."""
+
+import os
+import re
+
+import pytest
+
+from helpers import DATA, files_in, run_tool
+from virnucpro.fasta import format_record, read_fasta
+
+TABLES = ("prediction_results.tsv", "sequence_summary.tsv")
+SEQUENCES = ("ssDNA-linear", "RNA-linear")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(test_models, tmp_path_factory):
+    """The classify tables of a virnucpro-predict run on two genomes of 8seq.fa, with the tiny models."""
+    from virnucpro.predict import predict_run
+
+    records = dict(read_fasta(os.path.join(DATA, "virsorter2", "8seq.fa")))
+    fasta = tmp_path_factory.mktemp("input") / "tiny.fa"
+    fasta.write_text("".join(format_record(name, records[name]) for name in SEQUENCES))
+    outdir = tmp_path_factory.mktemp("run") / "tiny"
+    predict_run(str(fasta), str(outdir), chunk_size=500, classifier=test_models["classifier"],
+                dnabert_model=test_models["dnabert"], esm_model=test_models["esm"], device="cpu", workers=1)
+    return {name: str(outdir / name) for name in TABLES}
+
+
+def report_args(tables, outdir, *extra):
+    return ["--predictions", tables["prediction_results.tsv"], "--summary", tables["sequence_summary.tsv"],
+            "--outdir", outdir, *extra]
+
+
+def read(path):
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
+
+
+def test_report_from_the_tables_is_self_contained(tiny_run, tmp_path):
+    result = run_tool("virnucpro-report", *report_args(tiny_run, tmp_path / "out", "--name", "my sample"))
+    assert result.stdout == ""
+    assert files_in(tmp_path / "out") == ["report.html"]  # no temporaries left
+    page = read(tmp_path / "out" / "report.html")
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    images = re.findall(r"<img [^>]*src='([^']*)'", page)
+    assert len(images) >= 4 and all(src.startswith("data:image/png;base64,") for src in images)
+    # Nothing fetched from elsewhere: no scripts, stylesheets, frames or links to other places.
+    assert not re.search(r"<(script|link|iframe|object|embed)\b", page, re.I)
+    assert not re.search(r"""\b(src|href)\s*=\s*(?!['"]?data:)""", page, re.I)
+    assert "url(" not in page and "@import" not in page
+    assert "VirNucPro report: my sample" in page
+    for name in SEQUENCES:
+        assert name in page
+    frames = len(read(tiny_run["prediction_results.tsv"]).splitlines()) - 1
+    assert f"<td>frames scored</td><td>{frames}</td>" in page
+
+
+def test_report_of_predict_and_of_the_tool_show_the_same_counts(tiny_run, tmp_path):
+    """The tool reads the tables with the library predict uses: same counts table."""
+    run_tool("virnucpro-report", *report_args(tiny_run, tmp_path))
+    counts = re.compile(r"<h2>Counts</h2>\s*(<table>.*?</table>)", re.S)
+    ours = counts.search(read(tmp_path / "report.html")).group(1)
+    predicts = counts.search(read(os.path.join(os.path.dirname(tiny_run["sequence_summary.tsv"]), "report.html"))).group(1)
+    assert ours == predicts
+    assert "<td>tiny</td>" in read(tmp_path / "report.html")  # default name: the tables' folder
+
+
+def test_complete_report_is_kept_unless_overwrite(tiny_run, tmp_path):
+    run_tool("virnucpro-report", *report_args(tiny_run, tmp_path))
+    path = tmp_path / "report.html"
+    path.write_text("kept")
+    result = run_tool("virnucpro-report", *report_args(tiny_run, tmp_path))
+    assert read(path) == "kept" and "already complete" in result.stderr
+    run_tool("virnucpro-report", *report_args(tiny_run, tmp_path, "--overwrite"))
+    assert read(path).startswith("<!DOCTYPE html>")
+
+
+def test_threshold_and_chunk_size_reach_the_report(tiny_run, tmp_path):
+    run_tool("virnucpro-report", *report_args(tiny_run, tmp_path, "--threshold", "0.25"))
+    page = read(tmp_path / "report.html")
+    assert "<td>threshold</td><td>0.25</td>" in page and "score &gt;= 0.25" in page
+    wrong = run_tool("virnucpro-report", *report_args(tiny_run, tmp_path / "other", "--chunk_size", 300), check=False)
+    assert wrong.returncode == 1 and "pass the run's --chunk_size" in wrong.stderr.strip().splitlines()[-1]
+    assert not os.path.exists(tmp_path / "other")
+
+
+def test_empty_run_gives_a_report(tmp_path):
+    """No sequence had a stop-free frame: the tables hold headers only (plus unscored rows)."""
+    from virnucpro.classify import SUMMARY_COLUMNS
+
+    (tmp_path / "prediction_results.tsv").write_text("Sequence_ID\tPrediction\tscore1\tscore2\n")
+    (tmp_path / "sequence_summary.tsv").write_text("\t".join(SUMMARY_COLUMNS) + "\nshort\t40\t1\t0\t0\tNA\tNA\tunscored\n")
+    tables = {name: str(tmp_path / name) for name in TABLES}
+    run_tool("virnucpro-report", *report_args(tables, tmp_path / "out"))
+    page = read(tmp_path / "out" / "report.html")
+    assert "<td>frames scored</td><td>0</td>" in page and "<td>sequences: unscored</td><td>1</td>" in page
+
+
+@pytest.mark.parametrize("broken, content, message", [
+    ("prediction_results.tsv", None, "no such file"),
+    ("sequence_summary.tsv", None, "no such file"),
+    ("prediction_results.tsv", "", "not a prediction table"),
+    ("prediction_results.tsv", "id\tlabel\n", "not a prediction table"),
+    ("sequence_summary.tsv", "Sequence_ID\tPrediction\tscore1\tscore2\n", "not a sequence summary"),
+    ("prediction_results.tsv", "Sequence_ID\tPrediction\tscore1\tscore2\nx_chunk_1F1\tvirus\t0.2\n", "line 2: expected 4"),
+    ("prediction_results.tsv", "Sequence_ID\tPrediction\tscore1\tscore2\nx_chunk_1F1\tvirus\t0.2\thigh\n", "line 2: expected 4"),
+    ("sequence_summary.tsv", "SUMMARY_HEADER\nx\t500\tone\t1\t1\t1.0\t0.9\tvirus\n", "line 2: expected 8"),
+    ("sequence_summary.tsv", "SUMMARY_HEADER\nx\t0\t1\t0\t0\tNA\tNA\tunscored\n", "has length 0"),
+    ("sequence_summary.tsv", b"\xff\xfe\x00binary", "not a text file"),
+    ("prediction_results.tsv", "FOLDER", "cannot read it"),
+])
+def test_bad_input_is_one_line_error_and_no_output(tiny_run, tmp_path, broken, content, message):
+    from virnucpro.classify import SUMMARY_COLUMNS
+
+    tables = dict(tiny_run)
+    path = tmp_path / broken
+    tables[broken] = str(path)
+    if content == "FOLDER":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content.replace("SUMMARY_HEADER", "\t".join(SUMMARY_COLUMNS)))
+    out = tmp_path / "out"
+    result = run_tool("virnucpro-report", *report_args(tables, out), check=False)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("virnucpro-report: error: ") and message in lines[-1], result.stderr
+    assert "Traceback" not in result.stderr
+    assert files_in(out) == []

@@ -1,0 +1,129 @@
+"""`virnucpro-fetch-model`: snapshot a model from the Hugging Face hub into a folder, once.
+
+The pipeline's FETCH_MODEL process runs it into its permanent store, so cluster and cloud nodes
+read the model from there instead of each downloading it (ESM-2 3B is 11 GB). Only what the
+extract tool loads is fetched: configs, tokenizer files and one weight format (safetensors,
+else PyTorch .bin). The revision is resolved to a commit first and everything is downloaded at
+that commit, which is recorded in DIR/virnucpro_model.json. The download goes into a hidden
+folder beside DIR that is renamed to DIR when complete, so DIR is never partial; a killed
+download continues from that folder when re-run.
+"""
+
+import json
+import logging
+import os
+import re
+import shutil
+
+from . import __version__
+from .cli import UserError
+
+log = logging.getLogger(__name__)
+
+#: Written last into the snapshot: what it is; its presence marks the folder complete.
+RECORD = "virnucpro_model.json"
+#: Files every model needs (configs, tokenizer files), then the weights in order of preference.
+COMMON_PATTERNS = ["*.json", "*.txt"]
+WEIGHT_PATTERNS = (["*.safetensors"], ["pytorch_model*.bin"])
+#: A hub id: `name` or `owner/name` of letters, digits, '-', '_', '.'.
+HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
+
+
+def partial_folder(outdir):
+    """Where a download into `outdir` is assembled (same parent, so the final rename is atomic)."""
+    parent, name = os.path.split(os.path.abspath(outdir))
+    return os.path.join(parent, f".{name}.partial")
+
+
+def _read_record(outdir):
+    try:
+        with open(os.path.join(outdir, RECORD)) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def _check_model_id(model):
+    if os.path.isdir(model):
+        raise UserError(f"{model} is a local folder: nothing to fetch, pass the folder itself as the model "
+                        f"(e.g. --dnabert_model {model} or --esm_model {model})")
+    if not HUB_ID.fullmatch(model) or model.startswith((".", "-")):
+        raise UserError(f"{model}: neither a local folder nor a hub id such as facebook/esm2_t36_3B_UR50D")
+
+
+def _resolve(model, revision):
+    """(commit hash, file names) of the model at `revision`, from the hub; hub problems as UserErrors."""
+    import huggingface_hub
+    from huggingface_hub import errors
+
+    try:
+        info = huggingface_hub.model_info(model, revision=revision)
+    except errors.OfflineModeIsEnabled:
+        raise UserError(f"{model}: cannot download with HF_HUB_OFFLINE set; pass a local model folder instead") from None
+    except errors.RevisionNotFoundError:
+        raise UserError(f"{model}: no revision '{revision}' on the hub") from None
+    except errors.GatedRepoError:
+        raise UserError(f"{model}: gated on the hub; accept its terms and log in (hf auth login) first") from None
+    except errors.RepositoryNotFoundError:
+        raise UserError(f"{model}: no such model on the hub (or it is private; log in with hf auth login)") from None
+    return info.sha, [sibling.rfilename for sibling in info.siblings or []]
+
+
+def _patterns(model, revision, files):
+    """The allow-patterns to download: the common files and the first weight format the repo has."""
+    import fnmatch
+
+    for weights in WEIGHT_PATTERNS:
+        if any(fnmatch.fnmatch(name, pattern) for name in files for pattern in weights):
+            return COMMON_PATTERNS + weights
+    raise UserError(f"{model}@{revision} has neither .safetensors nor pytorch_model*.bin weights")
+
+
+def fetch_model_snapshot(model, outdir, revision="main", overwrite=False):
+    """Download `model` at `revision` into `outdir` (skipped when already there); returns its record."""
+    import huggingface_hub
+
+    model, outdir, revision = str(model), str(outdir), str(revision)
+    _check_model_id(model)
+    record = _read_record(outdir)
+    if record is not None and not overwrite:
+        if record.get("model") == model and revision in (record.get("revision"), record.get("commit")):
+            log.info("%s@%s already in %s (commit %s), skipping (use --overwrite to fetch again)",
+                     model, revision, outdir, record.get("commit"))
+            return record
+        raise UserError(f"{outdir} holds {record.get('model')}@{record.get('revision')}, not {model}@{revision}; "
+                        "use another --outdir or --overwrite")
+    if record is None and os.path.exists(outdir) and not overwrite:
+        raise UserError(f"{outdir} exists and is not a finished virnucpro-fetch-model download; "
+                        "remove it or pass --overwrite")
+
+    commit, files = _resolve(model, revision)
+    patterns = _patterns(model, revision, files)
+    partial = partial_folder(outdir)
+    log.info("fetching %s@%s (commit %s): %s into %s", model, revision, commit, " ".join(patterns), outdir)
+    huggingface_hub.snapshot_download(model, revision=commit, local_dir=partial, allow_patterns=patterns)
+    shutil.rmtree(os.path.join(partial, ".cache"), ignore_errors=True)  # the hub's resume metadata
+    fetched = sorted(os.path.relpath(os.path.join(root, name), partial)
+                     for root, _, names in os.walk(partial) for name in names)
+    record = dict(model=model, revision=revision, commit=commit, files=fetched, virnucpro_version=__version__)
+    with open(os.path.join(partial, RECORD), "w") as handle:
+        json.dump(record, handle, indent=1, sort_keys=True)
+    if os.path.exists(outdir):  # --overwrite: the old folder goes only once the new one is complete
+        shutil.rmtree(outdir)
+    os.replace(partial, outdir)
+    log.info("%s@%s: %d files in %s", model, revision, len(fetched), outdir)
+    return record
+
+
+def fetch_model(model, outdir, revision="main", overwrite=False, verbose=False):
+    """Snapshot a Hugging Face hub model into DIR once (what virnucpro-extract loads, nothing else).
+
+    Usage: virnucpro-fetch-model --model HUB_ID --outdir DIR [--revision REV] [--overwrite]
+      --model     hub id, e.g. zhihan1996/DNABERT-S or facebook/esm2_t36_3B_UR50D (a local folder
+                  needs no fetching: give it to virnucpro-extract / the pipeline directly)
+      --revision  branch, tag or commit (default main); resolved to a commit before downloading
+    Writes the configs, tokenizer files and one weight format (safetensors, else pytorch_model*.bin)
+    into DIR, and DIR/virnucpro_model.json with the model, revision and commit. DIR appears only
+    when complete; a DIR already holding this model and revision is kept.
+    """
+    fetch_model_snapshot(model, outdir, revision=revision, overwrite=overwrite)
