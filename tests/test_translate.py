@@ -213,3 +213,12 @@ def test_missing_input_and_bad_options(tmp_path):
                    "--outdir", tmp_path / "o", "--shard_size", -1, check=False)
     assert bad.returncode == 1 and "--shard_size" in bad.stderr
     assert files_in(tmp_path / "o") == []
+
+
+def test_a_changed_input_with_the_same_name_is_translated_again(tmp_path):
+    path = tmp_path / "reads.fa"
+    path.write_text(">a\nATGAAACCCGGG\n")
+    translate_fasta(str(path), str(tmp_path / "out"), chunk_size=300)
+    path.write_text(">b\nATGAAACCCGGGTTT\n")
+    out = translate_fasta(str(path), str(tmp_path / "out"), chunk_size=300)
+    assert [i for i, _ in read_fasta_pairs(out["protein"][0])][0].startswith("b_chunk_1")

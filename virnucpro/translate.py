@@ -213,14 +213,15 @@ class _ShardWriter:
         """Write formatted records (same frames in both lists), opening a new shard when one is full."""
         done = 0
         while done < len(nucleotide):
-            room = len(nucleotide) - done if not self.shard_size else self.shard_size - self.frames_in_shard
-            if room == 0:
+            if self.shard_size and self.frames_in_shard == self.shard_size:
                 self._open()
-                continue
-            self.handles[0].writelines(nucleotide[done : done + room])
-            self.handles[1].writelines(protein[done : done + room])
-            self.frames_in_shard += min(room, len(nucleotide) - done)
-            done += room
+            take = len(nucleotide) - done
+            if self.shard_size:
+                take = min(take, self.shard_size - self.frames_in_shard)
+            self.handles[0].writelines(nucleotide[done : done + take])
+            self.handles[1].writelines(protein[done : done + take])
+            self.frames_in_shard += take
+            done += take
 
     def close(self):
         for handle in self.handles:
@@ -241,23 +242,25 @@ def translate_fasta(input, outdir, chunk_size=500, workers=None, shard_size=0, o
     Output is byte-identical for any number of workers. A finished run with the same settings is
     reused (logged) unless `overwrite`. Nothing is left under a final name if the run fails.
     """
-    if chunk_size not in (300, 500):
-        log.warning("chunk size %s: the published classifiers were trained on 300 or 500", chunk_size)
     if not isinstance(chunk_size, int) or chunk_size < 3:
         raise UserError(f"--chunk_size must be a whole number of at least 3, got {chunk_size!r}")
+    if chunk_size not in (300, 500):
+        log.warning("chunk size %s: the published classifiers were trained on 300 or 500", chunk_size)
     if not isinstance(shard_size, int) or shard_size < 0:
         raise UserError(f"--shard_size must be a whole number >= 0, got {shard_size!r}")
     check_readable(input)
     os.makedirs(outdir, exist_ok=True)
     manifest_path = output_paths(input, outdir)["manifest"]
-    settings = {"input": os.path.basename(input), "chunk_size": chunk_size, "shard_size": shard_size,
-                "write_chunks": write_chunks, "virnucpro_version": __version__}
+    source = os.stat(input)
+    settings = {"input": os.path.basename(input), "input_size": source.st_size, "input_mtime_ns": source.st_mtime_ns,
+                "chunk_size": chunk_size, "shard_size": shard_size, "write_chunks": write_chunks,
+                "virnucpro_version": __version__}
     previous = None if overwrite else _finished_run(manifest_path, settings)
     if previous:
         log.info("translation of %s already complete in %s, skipping (use --overwrite to redo)", input, outdir)
         return previous
 
-    size = os.path.getsize(input) if os.path.exists(input) else 0
+    size = source.st_size
     workers, chunksize, batch_bases = plan_translation(size, workers, batch_bases)
     log.info("translating %s: chunk size %d, %d worker(s), batches of ~%d bases", input, chunk_size, workers, batch_bases)
 
@@ -288,6 +291,8 @@ def translate_fasta(input, outdir, chunk_size=500, workers=None, shard_size=0, o
         raise
 
     outputs = output_paths(input, outdir, len(writer.temps) if shard_size else 0, write_chunks)
+    if os.path.exists(manifest_path):  # an earlier run's marker must not vouch for half-replaced files
+        os.remove(manifest_path)
     _remove_stale_shards(outdir, input, outputs)
     for (nucleotide_temp, protein_temp), nucleotide, protein in zip(writer.temps, outputs["nucleotide"], outputs["protein"]):
         publish(nucleotide_temp, nucleotide)
