@@ -188,6 +188,7 @@ BAD_INPUTS = {
     "odd.fa": (b">ok\nACGT\n>odd\nACG.T\n", "record 2 'odd': '.' at position 4"),
     "dup.fa": (b">a\nACGT\n>b\nAAAA\n>a\nCCCC\n", "record 3: duplicate id 'a'"),
     "noid.fa": (b">\nACGT\n", "record 1 (line 1): header has no id"),
+    "hollow.fa": (b">a\n>b\n\n", "no sequences (every record is empty)"),
     "truncated.fa.gz": (gzip.compress(b">a\n" + b"ACGT" * 5000)[:-40], "cannot read"),
 }
 

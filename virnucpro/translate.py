@@ -281,6 +281,8 @@ def translate_fasta(input, outdir, chunk_size=500, workers=None, shard_size=0, o
                 n_frames += len(nucleotide)
                 n_frameless += frameless
         writer.close()
+        if not n_records:
+            raise UserError(f"{input}: no sequences (every record is empty)")
         if write_chunks:
             _write_chunks(input, output_paths(input, outdir, write_chunks=write_chunks)["chunks"],
                           chunk_size, workers, chunksize, batch_bases)
