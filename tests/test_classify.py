@@ -306,3 +306,25 @@ def test_cli_many_features_and_one_line_errors(original_classifier, tmp_path):
     assert bad.returncode == 1
     assert bad.stderr.strip().splitlines()[-1].startswith("virnucpro-classify: error: ")
     assert "not a VirNucPro classifier" in bad.stderr
+
+
+def test_non_ascii_ids_are_utf8_whatever_the_locale(original_classifier, tmp_path):
+    """The tables are UTF-8 (as virnucpro-report reads them), also under a C/ASCII locale."""
+    ids = ["vírus_α|β_chunk_1F1", "vírus_α|β_chunk_2R3", "plain_chunk_1F2"]
+    features = write_features_h5(tmp_path / "f.h5", ids, original_classifier["features"][:3])
+    table = tmp_path / "s.sequences.tsv"
+    table.write_text("sequence_id\tlength\tchunks\nvírus_α|β\t900\t2\nplain\t300\t1\n", encoding="utf-8")
+    ascii_locale = {"LC_ALL": "C", "LANG": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+    run_tool("virnucpro-classify", "--features", features, "--classifier", original_classifier["model"],
+             "--sequences", table, "--outdir", tmp_path / "out", env=ascii_locale)
+    reference = classify_features(features, original_classifier["model"], tmp_path / "ref", sequences=str(table))
+    for name in ("prediction_results.tsv", "prediction_results_highestscore.tsv", "sequence_summary.tsv"):
+        with open(tmp_path / "out" / name, "rb") as got, open(os.path.join(tmp_path / "ref", name), "rb") as want:
+            assert got.read() == want.read()
+    assert "vírus_α|β_chunk_2R3\t" in open(reference["predictions"], encoding="utf-8").read()
+    with open(tmp_path / "out" / "sequence_summary.tsv", encoding="utf-8") as handle:
+        assert [line.split("\t")[:3] for line in handle.read().splitlines()[1:]] == [["vírus_α|β", "900", "2"], ["plain", "300", "1"]]
+    table.write_bytes(b"sequence_id\tlength\tchunks\n\xff\xfe\t1\t1\n")
+    bad = run_tool("virnucpro-classify", "--features", features, "--classifier", original_classifier["model"],
+                   "--sequences", table, "--outdir", tmp_path / "bad", check=False)
+    assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].endswith("not UTF-8 text, so not a sequences table")

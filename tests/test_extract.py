@@ -204,6 +204,88 @@ def test_two_spawned_cpu_workers_equal_one(tmp_path, test_models, dna):
     np.testing.assert_allclose(emb_one, emb_two, atol=1e-5, rtol=0)
 
 
+def test_a_model_that_fails_to_load_in_spawned_workers_is_a_one_line_error(tmp_path, test_models, dna):
+    """A worker whose model load fails must hand its error to the parent (not just break the pool)."""
+    import shutil
+
+    import torch
+
+    folder = tmp_path / "dnabert"
+    shutil.copytree(test_models["dnabert"], folder)
+    state = torch.load(folder / "pytorch_model.bin", weights_only=True)
+    del state["encoder.layer.0.mlp.wo.bias"]
+    torch.save(state, folder / "pytorch_model.bin")
+    output = tmp_path / "out.h5"
+    with pytest.raises(UserError, match="missing weights: encoder.layer.0.mlp.wo.bias"):
+        extract_embeddings("dnabert", dna, output, model=str(folder), device="cpu", batch_tokens=400, workers=2)
+    result = run_tool("virnucpro-extract", "dnabert", "--input", dna, "--output", output, "--model", folder,
+                      "--device", "cpu", "--batch_tokens", 400, "--workers", 2, check=False)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("virnucpro-extract: error: ") and "encoder.layer.0.mlp.wo.bias" in last, result.stderr
+    assert not output.exists()
+
+
+KILLED_PARENT = textwrap.dedent("""
+    import os, sys, time
+    from virnucpro.extract import embed_batches
+
+    if __name__ == "__main__":
+        batches = ([[1, 5, 6, 2]] for _ in range(4))
+        results = embed_batches("dnabert", sys.argv[1], ["cpu", "cpu"], "fp32", batches, threads=1)
+        next(results)
+        print("ready", flush=True)
+        time.sleep(600)  # killed here, its two workers idle
+""")
+
+
+def _children(pid):
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if entry.isdigit() and int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc to find the worker processes")
+def test_spawned_workers_exit_when_their_parent_is_killed(tmp_path, test_models):
+    """A killed extraction (SIGKILL, OOM killer) must not leave its workers holding a model (and a GPU)."""
+    import signal
+    import time
+
+    script = tmp_path / "killed_parent.py"
+    script.write_text(KILLED_PARENT)
+    parent = subprocess.Popen([sys.executable, str(script), test_models["dnabert"]], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True, cwd=REPO)
+    try:
+        assert parent.stdout.readline().strip() == "ready"
+        workers = [pid for pid in _children(parent.pid) if "spawn_main" in open(f"/proc/{pid}/cmdline").read()]
+        assert len(workers) == 2
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [pid for pid in workers if _alive(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "workers outlived their killed parent"
+
+
 @pytest.mark.parametrize("kind", ["dnabert", "esm"])
 def test_bf16_on_cpu_stays_close_to_fp32(tmp_path, test_models, proteins, kind):
     source = inputs(kind, proteins)
@@ -289,4 +371,4 @@ def test_revision_of_a_fetched_folder_is_its_recorded_commit(tmp_path, test_mode
     _, digest = resolve_model("dnabert", str(folder))
     assert digest.startswith("sha256:")
     (folder / "virnucpro_model.json").write_text(json.dumps({"model": "zhihan1996/DNABERT-S", "commit": "abc123"}))
-    assert resolve_model("dnabert", str(folder)) == (str(folder), "zhihan1996/DNABERT-S@abc123")
+    assert resolve_model("dnabert", str(folder)) == (str(folder), "abc123")

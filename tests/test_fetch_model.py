@@ -115,6 +115,29 @@ def test_interrupted_download_leaves_no_folder_and_resumes(repos, monkeypatch, t
     assert files_in(tmp_path / "models") == ["both"]
 
 
+@pytest.mark.parametrize("model, revision", [("test-org/dnabert", "main"), ("test-org/both", "v1")])
+def test_interrupted_download_of_another_model_or_commit_is_not_mixed_in(repos, test_models, monkeypatch, tmp_path,
+                                                                         model, revision):
+    outdir = tmp_path / "models" / "m"
+    install(FakeHub(repos, fail_after=2), monkeypatch.setattr)
+    with pytest.raises(ConnectionError):
+        fetch_model_snapshot("test-org/both", outdir)
+    assert "model.safetensors" in files_in(partial_folder(outdir))
+    # What the other model/commit had under a shared name (the fake hub keeps files already there).
+    with open(os.path.join(partial_folder(outdir), "config.json"), "w") as handle:
+        handle.write("config.json of the interrupted download")
+    install(FakeHub(repos), monkeypatch.setattr)
+    record = fetch_model_snapshot(model, outdir, revision=revision)
+    source = repos[model]["folder"]
+    wanted = sorted(n for n in os.listdir(source) if n.endswith((".json", ".txt"))
+                    or n == ("pytorch_model.bin" if model == "test-org/dnabert" else "model.safetensors"))
+    assert record["files"] == wanted and files_in(outdir) == sorted(wanted + [RECORD])
+    for name in wanted:
+        assert same_bytes(outdir / name, os.path.join(source, name)), name
+    assert record["commit"] == repos[model]["revisions"][revision]
+    assert files_in(tmp_path / "models") == ["m"]
+
+
 @pytest.mark.parametrize("model, revision, message", [
     ("test-org/missing", "main", "no such model on the hub"),
     ("test-org/esm", "v9", "no revision 'v9'"),

@@ -80,3 +80,27 @@ def test_cli_writes_all_three_and_the_same_every_time(tmp_path, test_models):
         assert sorted(mine.namelist()) == sorted(theirs.namelist())
         for name in mine.namelist():
             assert mine.read(name) == theirs.read(name), name
+
+
+def test_a_failed_build_leaves_no_partial_model_and_a_rebuild_drops_old_files(tmp_path, monkeypatch):
+    """SPEC 2: nothing partial under a final name; and a rebuild over an earlier folder must not
+    keep its files (an old model.safetensors would be loaded instead of the new .bin)."""
+    import pytest
+
+    from virnucpro import make_test_models as module
+
+    outdir = tmp_path / "models"
+    (outdir / "dnabert").mkdir(parents=True)
+    (outdir / "dnabert" / "model.safetensors").write_text("an earlier model's weights")
+
+    def killed(path, seed=0):
+        with open(path, "wb") as handle:
+            handle.write(b"half a pickle")
+        raise RuntimeError("killed while writing the classifier")
+
+    monkeypatch.setattr(module, "make_classifier", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        module.make_test_models(str(outdir))
+    assert sorted(os.listdir(outdir)) == ["dnabert", "esm"]  # no classifier.pth, no temporaries
+    assert "model.safetensors" not in os.listdir(outdir / "dnabert")
+    assert len(read_state_dict(str(outdir / "dnabert"))) > 0

@@ -234,6 +234,56 @@ def test_pt_reader_runs_no_pickled_code_and_checks_tensor_bounds(tmp_path):
         read_pt_embeddings(str(tmp_path / "bad.pt"))
 
 
+def _rezip(source, target, compression=0, pickle_bytes=None):
+    """Copy a .pt archive, optionally deflating its members or replacing its data.pkl."""
+    import zipfile
+
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w", compression) as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if pickle_bytes is not None and item.filename.endswith("data.pkl"):
+                data = pickle_bytes
+            dst.writestr(item.filename, data)
+    return str(target)
+
+
+def test_pt_reader_refuses_files_that_ask_for_far_more_memory_than_their_size(tmp_path):
+    """A small crafted .pt must not make the reader allocate without bound (each of these files
+    is well under 1 MB and asked for 64 MB to 4 PiB before)."""
+    import struct
+
+    torch = pytest.importorskip("torch")
+    from virnucpro.pt_io import read_pt_embeddings
+
+    ids = [f"c_chunk_{i}F1" for i in range(4096)]
+    base = torch.zeros(100_000)
+    crafted = {
+        # one 4-byte storage broadcast to 4096 x 4096 (torch.save keeps the stride-0 view)
+        "broadcast": {"ids": ids, "data": torch.zeros(1).expand(4096, 4096)},
+        # the same storage rebuilt as 2000 tensors
+        "views": {"proteins": ids[:2000], "data": [base.view(-1) for _ in range(2000)]},
+        # 4000 rows sharing one list of 8192 floats
+        "shared": {"nucleotide": ids[:4000], "data": [{"label": "x", "mean_representation": [0.5] * 8192}] * 4000},
+        "giant": {"ids": ids[:1], "data": torch.zeros(1).expand(2**25, 2**25)},
+    }
+    for name, obj in crafted.items():
+        torch.save(obj, tmp_path / f"{name}.pt")
+    torch.save({"ids": ids[:1], "data": torch.zeros(1, 2**24)}, tmp_path / "plain.pt")
+    files = [str(tmp_path / f"{name}.pt") for name in crafted]
+    files.append(_rezip(tmp_path / "plain.pt", tmp_path / "deflated.pt", compression=8))  # 64 MB from 64 kB
+    torch.save({"ids": ids[:1], "data": torch.zeros(1, 4)}, tmp_path / "tiny.pt")
+    files.append(_rezip(tmp_path / "tiny.pt", tmp_path / "bigbytes.pt",
+                        pickle_bytes=b"\x80\x04\x8e" + struct.pack("<Q", 2**62) + b"xx."))  # 4 EiB of bytes
+    for path in files:
+        assert os.path.getsize(path) < 1_000_000
+        with pytest.raises(UserError, match="memory"):
+            read_pt_embeddings(path)
+    # Genuine files, including tensors that share one storage, still load.
+    rows = torch.arange(12.0).reshape(3, 4)
+    torch.save({"proteins": ids[:3], "data": list(rows)}, tmp_path / "esm.pt")
+    assert np.array_equal(read_pt_embeddings(str(tmp_path / "esm.pt"))[2], rows.numpy())
+
+
 def test_cli_many_pairs_reports_the_failing_pair_and_exits_1(tmp_path):
     good = make_pair(tmp_path, 4, name="g")
     bad_n, _, ids, matrix = make_pair(tmp_path, 4, name="b")

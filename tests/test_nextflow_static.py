@@ -782,6 +782,46 @@ println "order\\t" + inShardOrder(['s.00002', 's.00000', 's.00001'], ['f2', 'f0'
     assert [l[1] for l in lines if l[0] == "order"] == ["f0,f1,f2"]
 
 
+def gpu_accelerators():
+    """{profile: the right-hand side of `accelerator = ...` for the gpu label} where one is set."""
+    found = {}
+    for name, body in profiles().items():
+        for _, gpu_label in blocks(body, r"withLabel:\s*gpu"):
+            match = re.search(r"\baccelerator\s*=\s*(.+?)\s*$", gpu_label, re.M)
+            if match:
+                found[name] = match.group(1)
+    return found
+
+
+def test_gpu_tasks_get_as_many_gpus_as_extraction_uses():
+    """`--gpus N` makes each extraction task use N GPUs, so every executor must be asked for N
+    (a task given fewer fails: the tool refuses --gpus above the GPUs it can see)."""
+    accelerators = gpu_accelerators()
+    assert {"gpu", "awsbatch", "google"} <= set(accelerators)
+    for name, expression in accelerators.items():
+        assert "params.gpus" in expression, f"{name}: accelerator = {expression} ignores --gpus"
+
+
+@pytest.mark.skipif(groovy_command() is None, reason="no groovy/java here to evaluate the config expressions")
+def test_gpu_accelerator_requests_evaluate_to_the_gpus_param(tmp_path):
+    accelerators = gpu_accelerators()
+    lines = []
+    for gpus in ("null", "2"):
+        for name, expression in sorted(accelerators.items()):
+            lines.append(f"def check{len(lines)}() {{\n"
+                         f"    def params = [gpus: {gpus}, google_gpu_type: 'nvidia-l4']\n"
+                         f"    def value = {expression}\n"
+                         f"    println '{name} ' + (value instanceof Map ? value.request : value)\n"
+                         f"}}\ncheck{len(lines)}()")
+    script = tmp_path / "accelerators.groovy"
+    script.write_text("\n".join(lines) + "\n")
+    groovy, env = groovy_command()
+    result = subprocess.run([groovy, str(script)], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    expected = [f"{name} {count}" for count in (1, 2) for name in sorted(accelerators)]
+    assert result.stdout.split("\n")[:-1] == expected
+
+
 def test_readme_commands_use_declared_params_and_existing_profiles():
     readme = open(os.path.join(REPO, "README.md")).read()
     section = readme.split("<!-- section: nextflow -->")[1].split("<!-- end: nextflow -->")[0]

@@ -1,5 +1,6 @@
 """virnucpro-report: report.html from the tables of a tiny run, self-contained, resumable, one-line errors."""
 
+import html
 import os
 import re
 
@@ -128,3 +129,22 @@ def test_bad_input_is_one_line_error_and_no_output(tiny_run, tmp_path, broken, c
     assert lines[-1].startswith("virnucpro-report: error: ") and message in lines[-1], result.stderr
     assert "Traceback" not in result.stderr
     assert files_in(out) == []
+
+
+def test_sequence_ids_with_dollar_signs_and_unicode_are_drawn_as_written(tmp_path):
+    """Ids are free text: matplotlib must not read `$...$` in one as mathtext (it crashed the report)."""
+    from virnucpro.classify import SUMMARY_COLUMNS
+    from virnucpro.report import report
+
+    ids = ["a$^{x$_b", "vírus_α|β", "c_chunk_2"]
+    predictions = "Sequence_ID\tPrediction\tscore1\tscore2\n" + "".join(
+        f"{i}_chunk_1F1\tvirus\t0.25\t0.75\n" for i in ids)
+    summary = "\t".join(SUMMARY_COLUMNS) + "\n" + "".join(f"{i}\t600\t2\t1\t1\t0.5\t0.75\tvirus\n" for i in ids)
+    (tmp_path / "prediction_results.tsv").write_text(predictions, encoding="utf-8")
+    (tmp_path / "sequence_summary.tsv").write_text(summary, encoding="utf-8")
+    tables = {name: str(tmp_path / name) for name in TABLES}
+    report(tables["prediction_results.tsv"], tables["sequence_summary.tsv"], str(tmp_path / "out"))
+    page = read(tmp_path / "out" / "report.html")
+    assert page.count("<img") == 4  # frame scores, sequence scores, verdicts, chunk tracks
+    for i in ids:
+        assert f">{html.escape(i)}</td>" in page

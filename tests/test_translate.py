@@ -223,3 +223,14 @@ def test_a_changed_input_with_the_same_name_is_translated_again(tmp_path):
     path.write_text(">b\nATGAAACCCGGGTTT\n")
     out = translate_fasta(str(path), str(tmp_path / "out"), chunk_size=300)
     assert [i for i, _ in read_fasta_pairs(out["protein"][0])][0].startswith("b_chunk_1")
+
+
+def test_non_ascii_ids_are_written_as_utf8_whatever_the_locale(tmp_path):
+    path = tmp_path / "ids.fa"
+    path.write_bytes(">séquence_α\nATGAAACCCGGG\n".encode("utf-8"))
+    run_tool("virnucpro-translate", "--input", path, "--outdir", tmp_path / "out",
+             env={"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"})
+    with open(tmp_path / "out" / "ids.protein.fa", encoding="utf-8") as handle:
+        assert handle.readline() == ">séquence_α_chunk_1F1\n"
+    with open(tmp_path / "out" / "ids.sequences.tsv", encoding="utf-8") as handle:
+        assert handle.read().splitlines()[1] == "séquence_α\t12\t1"

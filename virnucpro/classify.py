@@ -6,7 +6,8 @@ tables, plus a per-sequence summary so that each input contig gets one answer.
 - `prediction_results_highestscore.tsv`: one row per chunk (frame id minus its last two
   characters), `True` when the chunk's best virus score >= its best other score, sorted by id.
 - `sequence_summary.tsv`: one row per input sequence (see `summarize`).
-Features are read in row blocks, so memory stays flat however many frames there are.
+Features are read in row blocks, so memory does not hold the features; it holds one small entry
+per chunk (for the sorted highest-score table and the summary) and the frame ids (to refuse duplicates).
 """
 
 import csv
@@ -109,7 +110,7 @@ def read_sequences_table(path):
     """`<stem>.sequences.tsv` from translate -> [(sequence_id, length, chunks)] in input order."""
     rows = []
     try:
-        with open(path, newline="") as handle:
+        with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.reader(handle, delimiter="\t")
             header = next(reader, None)
             if header != ["sequence_id", "length", "chunks"]:
@@ -121,6 +122,8 @@ def read_sequences_table(path):
                     raise UserError(f"{path}: line {line_number}: expected id, length, chunks") from None
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text, so not a sequences table") from None
     return rows
 
 
@@ -226,7 +229,7 @@ def classify_features(
                 yield ids, block
 
     with atomic_paths(paths) as (tmp_predictions, tmp_highest, tmp_summary):
-        with open(tmp_predictions, "w", newline="\n") as out, tqdm(desc="classify", unit="frame", disable=None) as bar:
+        with open(tmp_predictions, "w", newline="\n", encoding="utf-8") as out, tqdm(desc="classify", unit="frame", disable=None) as bar:
             out.write("Sequence_ID\tPrediction\tscore1\tscore2\n")
             for ids, block in rebatch(blocks(), block_rows):
                 probabilities = np.concatenate(
@@ -242,10 +245,10 @@ def classify_features(
                 out.writelines(lines)
                 n_frames += len(ids)
                 bar.update(len(ids))
-        with open(tmp_highest, "w", newline="\n") as out:
+        with open(tmp_highest, "w", newline="\n", encoding="utf-8") as out:
             out.writelines(highestscore_lines(chunk_scores))
         rows = summarize(chunk_scores, sequence_rows, threshold)
-        with open(tmp_summary, "w", newline="\n") as out:
+        with open(tmp_summary, "w", newline="\n", encoding="utf-8") as out:
             out.write("\t".join(SUMMARY_COLUMNS) + "\n")
             out.writelines("\t".join(row) + "\n" for row in rows)
     n_viral_chunks = sum(1 for best_other, best_virus in chunk_scores.values() if best_virus >= best_other)

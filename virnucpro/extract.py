@@ -78,7 +78,7 @@ def fetched_commit(folder):
     except (OSError, ValueError):
         return None
     commit = record.get("commit") if isinstance(record, dict) else None
-    return f"{record.get('model')}@{commit}" if commit else None
+    return commit or None  # the same form as a hub cache folder's revision: the same weights, the same key
 
 
 def _download(repo_id):
@@ -163,10 +163,37 @@ def _init_worker(kind, folder, device, precision, threads=None):
     _WORKER.update(model=model, embed=embed_batch, pad_id=pad_id, device=device)
 
 
+def _exit_with_parent():
+    """A pool worker waits on a queue its parent feeds: if the parent is killed (SIGKILL, OOM
+    killer) nothing wakes it, and it would hold its model (and GPU) forever. Exit instead."""
+    import multiprocessing.connection
+    import threading
+
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        def watch():
+            multiprocessing.connection.wait([parent.sentinel])
+            os._exit(1)
+
+        threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _init_pool_worker(*args):
+    """Pool initializer: a failure (bad checkpoint, CUDA error) is kept and raised by the worker's
+    first task, so the parent gets the error itself; an initializer that raises only breaks the pool."""
+    _exit_with_parent()
+    try:
+        _init_worker(*args)
+    except Exception as err:
+        _WORKER["error"] = err
+
+
 def _embed(token_lists):
     """Embeddings [batch, D] float32 of one batch, in the worker's model."""
     import torch
 
+    if "error" in _WORKER:
+        raise _WORKER["error"]
     try:
         return _WORKER["embed"](_WORKER["model"], token_lists, _WORKER["pad_id"], _WORKER["device"])
     except torch.OutOfMemoryError:
@@ -190,7 +217,7 @@ def embed_batches(kind, folder, devices, precision, batches, threads=None):
         queue.put(device)
     window = 2 * len(devices)  # batches in flight: every worker busy, one more waiting each
     with concurrent.futures.ProcessPoolExecutor(
-        len(devices), mp_context=ctx, initializer=_init_worker, initargs=(kind, folder, queue, precision, threads)
+        len(devices), mp_context=ctx, initializer=_init_pool_worker, initargs=(kind, folder, queue, precision, threads)
     ) as pool:
         pending = collections.deque()
         try:

@@ -6,7 +6,8 @@ extract tool loads is fetched: configs, tokenizer files and one weight format (s
 else PyTorch .bin). The revision is resolved to a commit first and everything is downloaded at
 that commit, which is recorded in DIR/virnucpro_model.json. The download goes into a hidden
 folder beside DIR that is renamed to DIR when complete, so DIR is never partial; a killed
-download continues from that folder when re-run.
+download of the same model and commit continues from that folder when re-run (one of another is
+discarded, never mixed in).
 """
 
 import json
@@ -25,6 +26,8 @@ RECORD = "virnucpro_model.json"
 #: Files every model needs (configs, tokenizer files), then the weights in order of preference.
 COMMON_PATTERNS = ["*.json", "*.txt"]
 WEIGHT_PATTERNS = (["*.safetensors"], ["pytorch_model*.bin"])
+#: In the partial folder while a download runs: the model@commit it is fetching.
+_FETCHING = ".virnucpro_fetching"
 #: A hub id: `name` or `owner/name` of letters, digits, '-', '_', '.'.
 HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
 
@@ -33,6 +36,25 @@ def partial_folder(outdir):
     """Where a download into `outdir` is assembled (same parent, so the final rename is atomic)."""
     parent, name = os.path.split(os.path.abspath(outdir))
     return os.path.join(parent, f".{name}.partial")
+
+
+def _start_partial(outdir, what):
+    """The partial folder for fetching `what` (model@commit): an interrupted download of the same
+    is continued, one of another model or commit is discarded (its files must not be mixed in)."""
+    partial = partial_folder(outdir)
+    marker = os.path.join(partial, _FETCHING)
+    try:
+        with open(marker) as handle:
+            previous = handle.read()
+    except OSError:
+        previous = None
+    if previous != what and os.path.exists(partial):
+        log.info("discarding %s: an unfinished download of %s", partial, previous or "something else")
+        shutil.rmtree(partial)
+    os.makedirs(partial, exist_ok=True)
+    with open(marker, "w") as handle:
+        handle.write(what)
+    return partial
 
 
 def _read_record(outdir):
@@ -99,10 +121,11 @@ def fetch_model_snapshot(model, outdir, revision="main", overwrite=False):
 
     commit, files = _resolve(model, revision)
     patterns = _patterns(model, revision, files)
-    partial = partial_folder(outdir)
+    partial = _start_partial(outdir, f"{model}@{commit}")
     log.info("fetching %s@%s (commit %s): %s into %s", model, revision, commit, " ".join(patterns), outdir)
     huggingface_hub.snapshot_download(model, revision=commit, local_dir=partial, allow_patterns=patterns)
     shutil.rmtree(os.path.join(partial, ".cache"), ignore_errors=True)  # the hub's resume metadata
+    os.remove(os.path.join(partial, _FETCHING))
     fetched = sorted(os.path.relpath(os.path.join(root, name), partial)
                      for root, _, names in os.walk(partial) for name in names)
     record = dict(model=model, revision=revision, commit=commit, files=fetched, virnucpro_version=__version__)

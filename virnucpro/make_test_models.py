@@ -17,8 +17,10 @@ import itertools
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import torch
 
@@ -187,13 +189,29 @@ def make_classifier(path, seed=CLASSIFIER_SEED):
     return path
 
 
+def build_atomically(final, build):
+    """Run `build(path)` on a temporary name beside `final`, then move it into place: a failed or
+    killed build leaves nothing under the final name (SPEC 2), and a rebuild keeps no file of an
+    earlier folder (an old model.safetensors would be loaded instead of a new .bin)."""
+    parent, name = os.path.split(os.path.abspath(final))
+    os.makedirs(parent, exist_ok=True)
+    temp = tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=parent)
+    try:
+        build(os.path.join(temp, name))
+        if os.path.isdir(final):
+            shutil.rmtree(final)
+        os.replace(os.path.join(temp, name), final)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    return final
+
+
 def make_test_models(outdir):
     """Build all three test models under `outdir`; returns dict(dnabert=, esm=, classifier=) paths."""
-    os.makedirs(outdir, exist_ok=True)
     paths = dict(
-        dnabert=make_dnabert(os.path.join(outdir, "dnabert")),
-        esm=make_esm(os.path.join(outdir, "esm")),
-        classifier=make_classifier(os.path.join(outdir, "classifier.pth")),
+        dnabert=build_atomically(os.path.join(outdir, "dnabert"), make_dnabert),
+        esm=build_atomically(os.path.join(outdir, "esm"), make_esm),
+        classifier=build_atomically(os.path.join(outdir, "classifier.pth"), make_classifier),
     )
     log.info("test models written to %s", outdir)
     return paths

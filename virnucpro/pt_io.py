@@ -12,10 +12,17 @@ runs code) is refused. This is also what makes it fast: torch's own weights-only
 pure Python and takes many seconds on the millions of floats of a DNABERT-S file, and torch is
 not even imported. Files in torch's legacy (pre-1.6, non-zip) format go through
 `torch.load(weights_only=True)`.
+
+Memory is bounded by the file's size: what a file asks to allocate (archive members, tensor
+copies, the final matrix) may not exceed `MAX_EXPANSION` times its size, so a small crafted file
+(one storage viewed thousands of times or broadcast, rows sharing one list, compressed members,
+huge declared lengths) is refused instead of filling the memory.
 """
 
 import collections
 import io
+import itertools
+import os
 import pickle
 import zipfile
 
@@ -24,6 +31,9 @@ import numpy as np
 from .cli import UserError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+#: A genuine file's arrays take at most this many times its size (fp16 or int8 storages widened
+#: to float32); a file that asks for more is refused.
+MAX_EXPANSION = 4
 
 _STORAGE_DTYPES = {
     "DoubleStorage": np.float64,
@@ -58,52 +68,59 @@ class _StorageType:
         self.dtype = _STORAGE_DTYPES[name]
 
 
-def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
-    """`torch._utils._rebuild_tensor_v2` as a numpy copy of the viewed elements.
-
-    The view is checked to lie inside its storage first: a crafted file must not make numpy
-    read outside the buffer.
-    """
-    if not isinstance(storage, np.ndarray):
-        raise pickle.UnpicklingError("tensor without a storage")
-    size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
-    if len(size) != len(stride) or min(size + stride + (storage_offset,), default=0) < 0:
-        raise pickle.UnpicklingError("bad tensor shape or strides")
-    if 0 in size:
-        return np.zeros(size, storage.dtype)
-    last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride))
-    if last >= len(storage):
-        raise pickle.UnpicklingError("tensor reaches past the end of its storage")
-    if not size:
-        return storage[storage_offset].copy()
-    itemsize = storage.dtype.itemsize
-    view = np.lib.stride_tricks.as_strided(
-        storage[storage_offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride)
-    )
-    return np.array(view)
-
-
 def _rebuild_parameter(data, *_ignored):
     return data
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    """C unpickler that only builds containers and tensors (as numpy arrays)."""
+    """C unpickler that only builds containers and tensors (as numpy arrays), within a memory budget."""
 
     _ALLOWED = {
         ("collections", "OrderedDict"): collections.OrderedDict,
-        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
         ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     }
 
-    def __init__(self, data, archive, prefix, byteorder):
+    def __init__(self, data, archive, prefix, byteorder, budget):
         super().__init__(io.BytesIO(data))
         self._archive = archive
         self._prefix = prefix
         self._byteorder = byteorder
         self._storages = {}
+        self._budget = budget
+
+    def _spend(self, nbytes):
+        self._budget -= nbytes
+        if self._budget < 0:
+            raise pickle.UnpicklingError(f"it asks for more memory than {MAX_EXPANSION}x its size")
+
+    def _rebuild_tensor(self, storage, storage_offset, size, stride, *_ignored):
+        """`torch._utils._rebuild_tensor_v2` as a numpy copy of the viewed elements.
+
+        The view is checked to lie inside its storage first: a crafted file must not make numpy
+        read outside the buffer; and the copy is paid for from the budget.
+        """
+        if not isinstance(storage, np.ndarray):
+            raise pickle.UnpicklingError("tensor without a storage")
+        size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
+        if len(size) != len(stride) or min(size + stride + (storage_offset,), default=0) < 0:
+            raise pickle.UnpicklingError("bad tensor shape or strides")
+        self._spend(int(np.prod(size, dtype=object)) * storage.dtype.itemsize)
+        if 0 in size:
+            return np.zeros(size, storage.dtype)
+        last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride))
+        if last >= len(storage):
+            raise pickle.UnpicklingError("tensor reaches past the end of its storage")
+        if not size:
+            return storage[storage_offset].copy()
+        itemsize = storage.dtype.itemsize
+        view = np.lib.stride_tricks.as_strided(
+            storage[storage_offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride)
+        )
+        return np.array(view)
 
     def find_class(self, module, name):
+        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+            return self._rebuild_tensor
         if (module, name) in self._ALLOWED:
             return self._ALLOWED[(module, name)]
         if module == "torch" and name in _STORAGE_DTYPES:
@@ -115,7 +132,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"unsupported persistent id {pid!r:.80}")
         storage_type, key = pid[1], str(pid[2])
         if key not in self._storages:
-            raw = self._archive.read(f"{self._prefix}data/{key}")
+            name = f"{self._prefix}data/{key}"
+            self._spend(self._archive.getinfo(name).file_size)  # also stops a compressed member's expansion
+            raw = self._archive.read(name)
             if storage_type.dtype == "bfloat16":
                 array = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
             else:
@@ -136,6 +155,11 @@ def _tensors_to_numpy(obj):
     if isinstance(obj, (list, tuple)):
         return type(obj)(_tensors_to_numpy(v) for v in obj)
     return obj
+
+
+def _memory_limit(path):
+    """Bytes a `.pt` file may make this module allocate (see MAX_EXPANSION)."""
+    return MAX_EXPANSION * os.path.getsize(path) + (1 << 20)
 
 
 def load_pt(path):
@@ -170,8 +194,13 @@ def load_pt(path):
             byteorder = archive.read(prefix + "byteorder").decode().strip()
         except KeyError:
             byteorder = "little"
+        budget = _memory_limit(path) - archive.getinfo(pickles[0]).file_size
         try:
-            return _RestrictedUnpickler(archive.read(pickles[0]), archive, prefix, byteorder).load()
+            if budget < 0:
+                raise pickle.UnpicklingError(f"its data.pkl asks for more memory than {MAX_EXPANSION}x its size")
+            return _RestrictedUnpickler(archive.read(pickles[0]), archive, prefix, byteorder, budget).load()
+        except MemoryError:
+            raise UserError(f"{path}: not a safe VirNucPro .pt file (it asks for more memory than there is)") from None
         except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, AttributeError) as err:
             raise UserError(f"{path}: not a safe VirNucPro .pt file ({err})") from None
 
@@ -182,17 +211,36 @@ def _ids(path, value, key):
     return list(value)
 
 
+def _check_size(path, n_values):
+    """Refuse a matrix of float32 values larger than the file could hold (rows sharing storage)."""
+    if n_values * 4 > _memory_limit(path):
+        raise UserError(f"{path}: its embeddings would take more memory than {MAX_EXPANSION}x the file's size; "
+                        "not a genuine VirNucPro .pt file")
+
+
 def _as_matrix(path, rows, what):
-    """Stack 1-D rows (lists of floats or arrays) into a float32 [N, D] array (None when empty)."""
+    """Stack 1-D rows (lists of floats or arrays) into a float32 [N, D] array (None when empty).
+
+    Every value is read once into a preallocated array of the checked size: numpy's own nesting
+    discovery would first walk (and allocate) whatever depth a crafted file nests.
+    """
     if len(rows) == 0:
         return None
     try:
-        matrix = np.asarray(rows, dtype=np.float32)
+        widths = {len(row) for row in rows}
+    except TypeError:
+        widths = set()
+    if len(widths) != 1 or any(isinstance(row, np.ndarray) and row.ndim != 1 for row in rows):
+        raise UserError(f"{path}: {what} rows are not 1-D vectors of one length")
+    width = widths.pop()
+    _check_size(path, len(rows) * width)
+    try:
+        if all(isinstance(row, np.ndarray) for row in rows):  # tensors: already paid for, copied whole
+            return np.stack(rows).astype(np.float32, copy=False)
+        values = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.float32, count=len(rows) * width)
     except (TypeError, ValueError) as err:
         raise UserError(f"{path}: {what} rows are not equal-length numeric vectors ({err})") from None
-    if matrix.ndim != 2:
-        raise UserError(f"{path}: {what} rows are not 1-D vectors of one length")
-    return matrix
+    return values.reshape(len(rows), width)
 
 
 def read_pt_embeddings(path):
@@ -217,6 +265,7 @@ def read_pt_embeddings(path):
         kind, ids = "merged", _ids(path, obj["ids"], "ids")
         data = obj["data"]
         if isinstance(data, np.ndarray):
+            _check_size(path, data.size)
             matrix = data.astype(np.float32, copy=False) if data.size else None
             if matrix is not None and matrix.ndim != 2:
                 raise UserError(f"{path}: merged 'data' is not a 2-D tensor")

@@ -38,7 +38,7 @@ class Results:
     def __init__(self, frame_virus_scores, frames_virus, chunk_best, summary_rows, threshold):
         self.frame_virus_scores = frame_virus_scores  # float32 [frames]
         self.frames_virus = frames_virus
-        self.chunk_best = chunk_best  # chunk id -> (best score1, best score2)
+        self.chunk_best = chunk_best  # chunk id -> [best score1, best score2]
         self.summary_rows = summary_rows  # dicts from sequence_summary.tsv
         self.threshold = threshold
 
@@ -81,7 +81,7 @@ def read_results(tables, threshold):
 
     `tables`: dict(predictions=path, summary=path). Missing or malformed tables are one-line UserErrors.
     """
-    from .classify import SUMMARY_COLUMNS
+    from .classify import SUMMARY_COLUMNS, update_chunk_best
 
     scores, frames_virus, chunk_best = [], 0, {}
     path = tables["predictions"]
@@ -93,9 +93,7 @@ def read_results(tables, threshold):
             raise UserError(f"{path}, line {number}: expected 4 tab-separated fields (id, label, two scores)") from None
         scores.append(s2)
         frames_virus += label == "virus"
-        chunk = frame_id[:-2]
-        best = chunk_best.get(chunk)
-        chunk_best[chunk] = (s1, s2) if best is None else (max(best[0], s1), max(best[1], s2))
+        update_chunk_best(chunk_best, frame_id, s1, s2)
     path = tables["summary"]
     rows = []
     for number, fields in _table_lines(path, "sequence summary", SUMMARY_COLUMNS):
@@ -177,7 +175,8 @@ def _plots(results, chunk_size):
                     ax.plot([start, end], [best[1], best[1]], color="#c0392b" if best[1] >= best[0] else "#2c3e50", linewidth=2)
             ax.axhline(0.5, color="#95a5a6", linewidth=0.5, linestyle=":")
             ax.set_ylim(-0.05, 1.05)
-            ax.set_title(f"{row['sequence_id']}  ({row['verdict']}, score {row['score']})", fontsize=10, loc="left")
+            ax.set_title(f"{row['sequence_id']}  ({row['verdict']}, score {row['score']})", fontsize=10, loc="left",
+                         parse_math=False)  # an id is text: `$` in it is not mathtext
             ax.spines["top"].set_visible(False)
             ax.spines["right"].set_visible(False)
             ax.ticklabel_format(style="plain", axis="x", useOffset=False)

@@ -203,7 +203,7 @@ class _ShardWriter:
                 handle.close()
         temps = (self._temp(), self._temp())
         self.temps.append(temps)
-        self.handles = [open(t, "w", buffering=1 << 20) for t in temps]
+        self.handles = [open(t, "w", encoding="utf-8", buffering=1 << 20) for t in temps]
         self.frames_in_shard = 0
 
     def _temp(self):
@@ -268,7 +268,7 @@ def translate_fasta(input, outdir, chunk_size=500, workers=None, shard_size=0, o
     table_temp = temp_path_for(output_paths(input, outdir)["sequences"])
     n_records = n_frames = n_chunks = n_frameless = 0
     try:
-        with open(table_temp, "w") as table, tqdm(total=size, unit="B", unit_scale=True, desc="translate",
+        with open(table_temp, "w", encoding="utf-8") as table, tqdm(total=size, unit="B", unit_scale=True, desc="translate",
                                                    mininterval=1.0) as progress:
             table.write("sequence_id\tlength\tchunks\n")
             records = read_fasta(input, alphabet="nucleotide", progress=progress)
@@ -316,7 +316,7 @@ def translate_fasta(input, outdir, chunk_size=500, workers=None, shard_size=0, o
 
 def _write_chunks(input, path, chunk_size, workers, chunksize, batch_bases):
     with atomic_paths([path]) as (temp,):
-        with open(temp, "w") as handle:
+        with open(temp, "w", encoding="utf-8") as handle:
             records = read_fasta(input, alphabet="nucleotide", check_duplicates=False)
             tasks = batches(records, chunk_size, batch_bases)
             handle.writelines(ordered_map(chunk_batch, tasks, workers, chunksize))
