@@ -167,12 +167,14 @@ def _plots(results, chunk_size):
     if shown:
         fig, axes = plt.subplots(nrows=len(shown), ncols=1, figsize=(12, 1.5 * len(shown) + 0.5), squeeze=False)
         for ax, row in zip(axes[:, 0], shown):
+            starts, ends, heights, colors = [], [], [], []
             for number, (start, end) in enumerate(chunk_bounds(int(row["length"]), chunk_size), 1):
                 best = results.chunk_best.get(f"{row['sequence_id']}_chunk_{number}")
-                if best is None:
-                    ax.plot([start, end], [0, 0], color="#bdc3c7", linewidth=2)
-                else:
-                    ax.plot([start, end], [best[1], best[1]], color="#c0392b" if best[1] >= best[0] else "#2c3e50", linewidth=2)
+                starts.append(start)
+                ends.append(end)
+                heights.append(0 if best is None else best[1])
+                colors.append("#bdc3c7" if best is None else "#c0392b" if best[1] >= best[0] else "#2c3e50")
+            ax.hlines(heights, starts, ends, colors=colors, linewidth=2)  # one artist per track, not per chunk
             ax.axhline(0.5, color="#95a5a6", linewidth=0.5, linestyle=":")
             ax.set_ylim(-0.05, 1.05)
             ax.set_title(f"{row['sequence_id']}  ({row['verdict']}, score {row['score']})", fontsize=10, loc="left",
