@@ -28,6 +28,23 @@ def run_tool(tool, *args, check=True, env=None, cwd=None):
     return result
 
 
+def write_pickle_bomb(tmp_path, saved_expression, path):
+    """torch.save() into `path` an object whose unpickling runs `touch <marker>`; returns the marker.
+
+    `saved_expression` is the Python expression saved, with `Payload()` where the code hides."""
+    marker = tmp_path / "ran"
+    script = tmp_path / "evil.py"
+    script.write_text(
+        "import os, sys, torch\n"
+        "class Payload:\n"
+        "    def __reduce__(self):\n"
+        f"        return (os.system, ('touch {marker}',))\n"
+        f"torch.save({saved_expression}, sys.argv[1])\n"
+    )
+    subprocess.run([sys.executable, str(script), str(path)], check=True)
+    return marker
+
+
 def files_in(folder):
     """Names of the files in a folder, hidden temporaries included (so leftovers are caught)."""
     return sorted(os.listdir(folder)) if os.path.isdir(folder) else []

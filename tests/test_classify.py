@@ -17,7 +17,7 @@ from virnucpro.classify import (
     prediction_line,
     update_chunk_best,
 )
-from helpers import DATA, run_tool
+from helpers import DATA, run_tool, write_pickle_bomb
 from virnucpro.cli import UserError
 
 VANILLA = os.path.join(DATA, "vanilla")
@@ -168,16 +168,7 @@ def test_state_dict_and_safetensors_load_the_same_model(original_classifier, tmp
 
 
 def test_pickled_code_is_never_run(tmp_path):
-    marker = tmp_path / "ran"
-    script = tmp_path / "evil.py"
-    script.write_text(
-        "import os, sys, torch\n"
-        "class Payload:\n"
-        "    def __reduce__(self):\n"
-        f"        return (os.system, ('touch {marker}',))\n"
-        "torch.save({'hidden_layer.weight': Payload()}, sys.argv[1])\n"
-    )
-    subprocess.run([sys.executable, str(script), str(tmp_path / "evil.pth")], check=True)
+    marker = write_pickle_bomb(tmp_path, "{'hidden_layer.weight': Payload()}", tmp_path / "evil.pth")
     with pytest.raises(UserError, match="not allowed"):
         load_classifier(tmp_path / "evil.pth")
     assert not marker.exists()

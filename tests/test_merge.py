@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from helpers import DATA, REPO, run_tool
+from helpers import DATA, REPO, run_tool, write_pickle_bomb
 from virnucpro.cli import UserError
 from virnucpro.merge import merge_features, merge_pairs, pair_inputs, shard_key
 
@@ -201,16 +201,7 @@ def test_cli_single_pair_and_one_line_error(tmp_path):
 
 def test_pt_reader_runs_no_pickled_code_and_checks_tensor_bounds(tmp_path):
     torch = pytest.importorskip("torch")
-    marker = tmp_path / "ran"
-    script = tmp_path / "evil.py"
-    script.write_text(
-        "import os, sys, torch\n"
-        "class Payload:\n"
-        "    def __reduce__(self):\n"
-        f"        return (os.system, ('touch {marker}',))\n"
-        "torch.save({'nucleotide': ['a_chunk_1F1'], 'data': [Payload()]}, sys.argv[1])\n"
-    )
-    subprocess.run([sys.executable, str(script), str(tmp_path / "evil.pt")], check=True)
+    marker = write_pickle_bomb(tmp_path, "{'nucleotide': ['a_chunk_1F1'], 'data': [Payload()]}", tmp_path / "evil.pt")
     _, p_path, _, _ = make_pair(tmp_path, 3)
     with pytest.raises(UserError, match="refusing to load global"):
         merge_features(str(tmp_path / "evil.pt"), p_path, tmp_path / "out.h5")

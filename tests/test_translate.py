@@ -118,7 +118,7 @@ def test_output_is_identical_for_any_worker_count(tmp_path):
 def test_gzip_and_crlf_inputs_give_the_same_output(tmp_path):
     records = read_plain_fasta(os.path.join(VANILLA, "test_with_orfs.fa")) + [("extra", "ACGT" * 200)]
     plain = write_fasta(tmp_path / "reads.fa", records)
-    crlf = write_fasta(tmp_path / "crlf.fa", records, width=1000, line_end="\r\n")
+    write_fasta(tmp_path / "crlf.fa", records, width=1000, line_end="\r\n")
     with open(plain, "rb") as src, gzip.open(tmp_path / "zipped.fasta.gz", "wb") as dst:
         shutil.copyfileobj(src, dst)
     texts = []

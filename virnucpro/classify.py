@@ -42,6 +42,8 @@ def iter_feature_blocks(path, block_rows=BLOCK_ROWS):
     if is_hdf5(path):
         import h5py
 
+        from .embeddings_h5 import decode_ids
+
         try:
             handle = h5py.File(path, "r")
         except OSError as err:
@@ -54,8 +56,7 @@ def iter_feature_blocks(path, block_rows=BLOCK_ROWS):
                 raise UserError(f"{path}: {ids.shape[0]} ids but features of shape {features.shape}")
             for start in range(0, ids.shape[0], block_rows):
                 stop = min(start + block_rows, ids.shape[0])
-                block_ids = [i.decode("utf-8") if isinstance(i, bytes) else str(i) for i in ids[start:stop]]
-                yield block_ids, np.asarray(features[start:stop], dtype=np.float32)
+                yield decode_ids(ids[start:stop]), np.asarray(features[start:stop], dtype=np.float32)
         return
     kind, ids, matrix = read_pt_embeddings(path)
     if kind != "merged":

@@ -26,8 +26,22 @@ IDENTITY_ATTRS = ("model_revision", "kind", "pooling", "precision", "input_diges
 _PROGRESS_ATTRS = ("blocks_done", "resume_key")
 
 
-def _text_attrs(attrs):
-    return {key: (value.decode() if isinstance(value, bytes) else value) for key, value in attrs.items()}
+def text_attrs(attrs):
+    """HDF5 attributes as plain Python values (h5py may hand back bytes and numpy scalars)."""
+    return {key: _plain(value) for key, value in attrs.items()}
+
+
+def _plain(value):
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def decode_ids(values):
+    """HDF5 string ids as str (h5py gives bytes or str depending on version and dtype)."""
+    return [value.decode("utf-8") if isinstance(value, bytes) else str(value) for value in values]
 
 
 def write_embeddings(path, ids, embeddings, attrs):
@@ -42,8 +56,7 @@ def write_embeddings(path, ids, embeddings, attrs):
 def read_embeddings(path):
     """(ids as a list of str, embeddings [N, D] float32, attrs dict) of an embeddings file."""
     with h5py.File(path, "r") as handle:
-        ids = [value.decode("utf-8") for value in handle["ids"][:]]
-        return ids, handle["embeddings"][:], _text_attrs(dict(handle.attrs))
+        return decode_ids(handle["ids"][:]), handle["embeddings"][:], text_attrs(handle.attrs)
 
 
 def read_attrs(path):
@@ -52,7 +65,7 @@ def read_attrs(path):
         with h5py.File(path, "r") as handle:
             if "ids" not in handle or "embeddings" not in handle:
                 return None
-            return _text_attrs(dict(handle.attrs))
+            return text_attrs(handle.attrs)
     except (OSError, KeyError):
         return None
 

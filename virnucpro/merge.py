@@ -57,6 +57,8 @@ class EmbeddingInput:
     def _open_h5(self):
         import h5py
 
+        from .embeddings_h5 import decode_ids, text_attrs
+
         try:
             self._h5 = h5py.File(self.path, "r")
             ids = self._h5["ids"]
@@ -67,9 +69,9 @@ class EmbeddingInput:
             raise UserError(f"{self.path}: cannot read HDF5 ({err})") from None
         if self._rows.ndim != 2 or self._rows.shape[0] != ids.shape[0]:
             raise UserError(f"{self.path}: {ids.shape[0]} ids but embeddings of shape {self._rows.shape}")
-        self.ids = [i.decode("utf-8") if isinstance(i, bytes) else str(i) for i in ids[()]]
+        self.ids = decode_ids(ids[()])
         self.dim = int(self._rows.shape[1])
-        self.attrs = {k: _plain(v) for k, v in self._h5.attrs.items()}
+        self.attrs = text_attrs(self._h5.attrs)
         self.kind = self.attrs.get("kind")
 
     def read_into(self, indices, out, columns):
@@ -100,14 +102,6 @@ class EmbeddingInput:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def _plain(value):
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def _index_of(inp):
