@@ -18,7 +18,7 @@ from virnucpro.classify import (
     update_chunk_best,
 )
 from helpers import DATA, run_tool, write_pickle_bomb
-from virnucpro.cli import UserError
+from virnucpro.errors import UserError
 
 VANILLA = os.path.join(DATA, "vanilla")
 

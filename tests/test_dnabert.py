@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from virnucpro.cli import UserError
+from virnucpro.errors import UserError
 from virnucpro.dnabert import DnabertTokenizer, alibi_bias, alibi_slopes, embed_batch, load_dnabert, read_state_dict
 from virnucpro.fasta import read_fasta
 

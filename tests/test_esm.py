@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from virnucpro.cli import UserError
+from virnucpro.errors import UserError
 from virnucpro.esm import MAX_RESIDUES, EsmTokens, embed_batch, load_esm
 
 PROTEINS = ["MKVLAAGIRSTW", "ACDEFGHIKLMNPQRSTVWY" * 4, "M", "MPQRSTVWYAC" * 7, "GGGGSGGGGS", "BZUOXMKLV"]

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from virnucpro.cli import UserError
+from virnucpro.errors import UserError
 from virnucpro.dnabert import DnabertTokenizer
 from virnucpro.embeddings_h5 import PartialEmbeddings, partial_path, read_embeddings
 from virnucpro.extract import extract_embeddings, plan_batches, plan_blocks, resolve_model

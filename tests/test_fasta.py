@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from virnucpro.cli import UserError
+from virnucpro.errors import UserError
 from virnucpro.fasta import read_fasta, stem
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from fake_hub import COMMIT, FakeHub, install, write_hub_file
 from helpers import files_in, run_tool
-from virnucpro.cli import UserError
+from virnucpro.errors import UserError
 from virnucpro.fetch_model import RECORD, fetch_model_snapshot, partial_folder
 
 OTHER_COMMIT = "fedcba9876543210fedcba9876543210fedcba98"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from helpers import DATA, REPO, run_tool, write_pickle_bomb
-from virnucpro.cli import UserError
+from virnucpro.errors import UserError
 from virnucpro.merge import merge_features, merge_pairs, pair_inputs, shard_key
 
 VANILLA = os.path.join(DATA, "vanilla")

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cli import UserError
+from .errors import UserError
 
 #: Class 0 and class 1 of the published models.
 CLASS_NAMES = ("others", "virus")

@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from .cli import UserError
+from .errors import UserError
 from .classifier import CLASS_NAMES, load_classifier, predict_proba
 from .merge import as_path_list
 from .outputs import already_complete, atomic_paths

@@ -4,9 +4,7 @@ import logging
 import os
 import sys
 
-
-class UserError(Exception):
-    """A problem with the user's input or options; reported as one line, exit status 1."""
+from .errors import UserError
 
 
 def setup_logging(tool, verbose=False):

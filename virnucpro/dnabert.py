@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cli import UserError
+from .errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import os
 import numpy as np
 import torch
 
-from .cli import UserError
+from .errors import UserError
 from .dnabert import masked_mean, pad_batch
 
 log = logging.getLogger(__name__)

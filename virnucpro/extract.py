@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 from . import __version__
-from .cli import UserError
+from .errors import UserError
 from .embeddings_h5 import IDENTITY_ATTRS, PartialEmbeddings, partial_path, read_attrs
 from .fasta import read_fasta
 from .parallel import available_cpus

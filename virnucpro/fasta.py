@@ -8,7 +8,7 @@ import gzip
 import logging
 import os
 
-from .cli import UserError
+from .errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import re
 import shutil
 
 from . import __version__
-from .cli import UserError
+from .errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import re
 import numpy as np
 
 from . import __version__
-from .cli import UserError
+from .errors import UserError
 from .outputs import already_complete, atomic_paths
 from .parallel import ordered_map, plan_pool
 from .pt_io import is_hdf5, read_pt_embeddings

@@ -49,3 +49,69 @@ def already_complete(paths, overwrite=False, what="output"):
         return False
     log.info("%s already complete, skipping (use --overwrite to redo): %s", what, ", ".join(paths))
     return True
+
+
+def lock_path(path):
+    """The lock file that guards `path` (a file or a folder) while a run writes it."""
+    return f"{os.path.abspath(path).rstrip(os.sep)}.lock"
+
+
+@contextlib.contextmanager
+def exclusive(path, what=None):
+    """Hold an exclusive lock on `path` for the block; a second run stops at once with one line.
+
+    The lock is an `flock` on `<path>.lock`: the kernel drops it when its holder dies (kill -9,
+    OOM killer, reboot), so a stale lock file is simply taken over. The file names its holder
+    (pid, host, start time, command) for the message. It is removed on release; an acquirer
+    re-checks that the file it locked is still the one on disk, so removal cannot let two in.
+    """
+    import fcntl
+    import json
+    import socket
+    import sys
+    import time
+
+    from .errors import UserError
+
+    lock = lock_path(path)
+    os.makedirs(os.path.dirname(lock), exist_ok=True)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise UserError(f"{what or path} is being written by another run ({holder}); "
+                            f"wait for it to finish or stop it (lock: {lock})") from None
+        except OSError:
+            os.close(fd)
+            raise
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous holder removed the file after we opened it: lock the new one
+    try:
+        holder = dict(pid=os.getpid(), host=socket.gethostname(), started=time.strftime("%Y-%m-%d %H:%M:%S"),
+                      command=" ".join([os.path.basename(sys.argv[0])] + sys.argv[1:])[:300])
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(holder).encode())
+        yield lock
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(lock)
+        os.close(fd)
+
+
+def _read_holder(fd):
+    """'pid N on HOST since TIME' from a held lock file (best effort)."""
+    import json
+
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+        return f"pid {holder['pid']} on {holder['host']} since {holder['started']}: {holder['command']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "holder unknown"

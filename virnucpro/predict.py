@@ -22,7 +22,7 @@ import sys
 import time
 
 from . import __version__
-from .cli import UserError
+from .errors import UserError
 from .fasta import check_readable, stem
 from .outputs import atomic_paths
 

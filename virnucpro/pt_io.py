@@ -28,7 +28,7 @@ import zipfile
 
 import numpy as np
 
-from .cli import UserError
+from .errors import UserError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: A genuine file's arrays take at most this many times its size (fp16 or int8 storages widened

@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from . import __version__
-from .cli import UserError
+from .errors import UserError
 
 log = logging.getLogger(__name__)
 

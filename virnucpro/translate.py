@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import __version__
-from .cli import UserError
+from .errors import UserError
 from .fasta import check_readable, format_record, read_fasta, stem, wrap_record
 from .outputs import atomic_paths, publish, temp_path_for
 from .parallel import available_cpus, ordered_map, plan_pool
