@@ -2,26 +2,34 @@
 /*
  * virnucpro: the VirNucPro viral-sequence identifier as a Nextflow DSL2 pipeline (SPEC section 4).
  *
- *   input FASTA(s) -> TRANSLATE (chunk, six-frame, scatter into shards)
- *     -> EXTRACT_DNABERT + EXTRACT_ESM per shard (label 'gpu')
- *     -> MERGE per shard -> CLASSIFY per input file (its shards gathered, in order): the two
+ *   samples -> TRANSLATE (chunk, six-frame, scatter into shards)
+ *     -> EXTRACT_DNABERT + EXTRACT_ESM per shard (one EXTRACT module, label 'gpu')
+ *     -> MERGE per shard -> CLASSIFY per sample (its shards gathered, in order): the two
  *        prediction tables of the original and a per-sequence summary, published to outdir
- *     -> REPORT per input file: a self-contained report.html beside the tables
+ *     -> REPORT per sample: a self-contained report.html beside the tables
  *
- * Every process calls the bin/ tools. Models, embeddings and features go to `params.store_dir`
- * (storeDir) under a key of everything that determines their content, so a rerun, or a run with
- * more input, recomputes only what is new and a cache hit can never be stale.
+ * Every process calls the bin/ tools; options, store paths and publishing are in conf/modules.config.
+ * Models, embeddings and features go to `params.store_dir` (storeDir) under a key of everything
+ * that determines their content, so a rerun, or a run with more input, recomputes only what is new.
  */
 
-include { TRANSLATE                     } from './modules/translate'
-include { MAKE_TEST_MODELS              } from './modules/make_test_models'
-include { FETCH_MODEL as FETCH_DNABERT  } from './modules/fetch_model'
-include { FETCH_MODEL as FETCH_ESM      } from './modules/fetch_model'
-include { EXTRACT_DNABERT               } from './modules/extract_dnabert'
-include { EXTRACT_ESM                   } from './modules/extract_esm'
-include { MERGE                         } from './modules/merge'
-include { CLASSIFY                      } from './modules/classify'
-include { REPORT                        } from './modules/report'
+include { validateParameters; paramsSummaryLog; samplesheetToList } from 'plugin/nf-schema'
+
+include { TRANSLATE                    } from './modules/translate'
+include { MAKE_TEST_MODELS             } from './modules/make_test_models'
+include { RESOLVE_MODEL                } from './modules/resolve_model'
+include { FETCH_MODEL                  } from './modules/fetch_model'
+include { EXTRACT as EXTRACT_DNABERT   } from './modules/extract'
+include { EXTRACT as EXTRACT_ESM       } from './modules/extract'
+include { MERGE                        } from './modules/merge'
+include { CLASSIFY                     } from './modules/classify'
+include { REPORT                       } from './modules/report'
+
+// The fields main.nf adds to a sample's meta for each of its shards; sampleMeta() takes them off,
+// so the sample's own meta (whatever fields the samplesheet gives it) reaches CLASSIFY unchanged.
+def shardFields() {
+    return ['shard', 'shard_index', 'shard_count', 'md5', 'features_key']
+}
 
 // The tools' `<stem>` rule (SPEC 3): name without `.gz` and without a FASTA extension.
 def fastaStem(String name) {
@@ -34,6 +42,10 @@ def withoutSuffix(String name, String suffix) {
     return name.substring(0, name.length() - suffix.length())
 }
 
+def md5Hex(String text) {
+    return java.security.MessageDigest.getInstance('MD5').digest(text.getBytes('UTF-8')).encodeHex().toString()
+}
+
 // `md5sum` lines (`<hash>  <name>`) -> [name: hash]
 def readChecksums(checksums) {
     return checksums.readLines().findAll { line -> line.trim() }.collectEntries { line ->
@@ -42,25 +54,44 @@ def readChecksums(checksums) {
     }
 }
 
-// One [meta, nucleotide, protein] per shard pair of a TRANSLATE task, paired by shard name; meta
-// carries the content keys of what is computed from the shard (its md5s, the model keys).
-def shardItems(meta, nucleotides, proteins, checksums, dnabert_key, esm_key) {
+// The number of a translate shard file: `<stem>.<n>.nucleotide.fa` -> n (any number of digits);
+// a single unsharded pair (`<stem>.nucleotide.fa`) is shard 1.
+def shardIndex(String name, int count) {
+    def match = name =~ /\.(\d+)\.(nucleotide|protein)\.fa$/
+    return (count == 1 || !match.find()) ? 1 : match.group(1).toInteger()
+}
+
+// One [meta, nucleotide, protein] per shard pair of a TRANSLATE task, paired and ordered by shard
+// number (numerically, so order and names hold past 99,999 shards). The shard meta is the sample's
+// meta plus shardFields(): a name unique in the run (`<sample id>.<number>`, zero-padded to the
+// widest number, at least 5 digits), the number and count, and the md5 of each file (the store's
+// content keys).
+def shardItems(meta, nucleotides, proteins, checksums) {
     def md5 = readChecksums(checksums)
-    def nucleotide_files = [nucleotides].flatten().sort { f -> f.name }
-    def protein_files = [proteins].flatten().collectEntries { f -> [withoutSuffix(f.name, '.protein.fa'), f] }
-    return nucleotide_files.collect { nucleotide ->
-        def shard = withoutSuffix(nucleotide.name, '.nucleotide.fa')
-        def protein = protein_files[shard]
-        def shard_meta = meta + [shard: shard, shard_count: nucleotide_files.size(),
-                                 nucleotide_md5: md5[nucleotide.name], protein_md5: md5[protein.name],
-                                 dnabert_key: dnabert_key, esm_key: esm_key]
+    def nucleotide_files = [nucleotides].flatten()
+    def count = nucleotide_files.size()
+    def protein_files = [proteins].flatten().collectEntries { f -> [shardIndex(f.name, count), f] }
+    def numbered = nucleotide_files.collect { nucleotide -> [shardIndex(nucleotide.name, count), nucleotide] }
+        .sort { entry -> entry[0] }
+    def width = Math.max(5, numbered[-1][0].toString().length())
+    return numbered.collect { entry ->
+        def (index, nucleotide) = entry
+        def protein = protein_files[index]
+        def shard_meta = meta + [shard: "${meta.id}.${index.toString().padLeft(width, '0')}".toString(),
+                                 shard_index: index, shard_count: count,
+                                 md5: [dnabert: md5[nucleotide.name], esm: md5[protein.name]]]
         [shard_meta, nucleotide, protein]
     }
 }
 
-// The gathered features of one input file, in shard order (groupTuple gives arrival order).
-def inShardOrder(shards, features) {
-    return [shards, features].transpose().sort { pair -> pair[0] }.collect { pair -> pair[1] }
+def sampleMeta(shard_meta) {
+    return shard_meta.findAll { key, value -> !(key in shardFields()) }
+}
+
+// The features of one shard are keyed by the store folders of the two embeddings they are merged
+// from (those folders hold every key of the embeddings), digested into one name.
+def featuresKey(dnabert, esm) {
+    return md5Hex("${dnabert.parent}\n${esm.parent}".toString())
 }
 
 // md5 of a local model folder: every file's relative name and bytes, in name order (hidden
@@ -83,13 +114,13 @@ def isLocalModel(String model) {
     return java.nio.file.Files.isDirectory(file(model))
 }
 
-// The store key of a model: `<id with / as -->@<revision>` for a hub id (FETCH_MODEL snapshots
-// exactly that into the store), `local-<md5 of the folder>` for a local folder.
-def modelKey(String model, String revision) {
-    if (isLocalModel(model)) {
-        return "local-${folderDigest(file(model))}".toString()
-    }
-    return "${model.replace('/', '--')}@${revision}".toString()
+def isCommit(String revision) {
+    return revision ==~ /[0-9a-f]{40}/
+}
+
+// The store key of a hub model at a commit: `<id with / as -->@<commit>`.
+def hubKey(String model, String commit) {
+    return "${model.replace('/', '--')}@${commit}".toString()
 }
 
 // A boolean param, whether it came from a config file (true) or the command line ('true').
@@ -97,111 +128,92 @@ def flag(value) {
     return value.toString().toBoolean()
 }
 
-def validateParameters() {
-    if (!params.input) {
-        error "--input is required: a FASTA file (plain or .gz) or a glob of them, e.g. --input 'contigs/*.fa'"
+// [meta, fasta] per sample: rows of the --input samplesheet (validated by assets/schema_input.json),
+// or one sample per file of --input_fasta (a path or glob; the sample id is the file's stem).
+def samples() {
+    if (params.input && params.input_fasta) {
+        error "give either --input (a samplesheet) or --input_fasta (FASTA files), not both"
     }
-    if (!(params.chunk_size.toString() in ['300', '500'])) {
-        log.warn "--chunk_size ${params.chunk_size}: the published classifiers were trained on 300 or 500"
+    if (params.input) {
+        return channel.fromList(samplesheetToList(params.input, "${projectDir}/assets/schema_input.json"))
     }
-    if (!(params.precision in ['fp32', 'bf16', 'fp16'])) {
-        error "--precision must be fp32, bf16 or fp16, got '${params.precision}'"
+    if (params.input_fasta) {
+        return channel.fromPath(params.input_fasta, checkIfExists: true).map { fasta -> [[id: fastaStem(fasta.name)], fasta] }
     }
-    if (!(params.device ==~ /auto|cpu|cuda(:\d+)?/)) {
-        error "--device must be auto, cpu, cuda or cuda:N, got '${params.device}'"
-    }
-    if (!params.shard_size.toString().isInteger() || params.shard_size.toString().toInteger() < 0) {
-        error "--shard_size must be a whole number >= 0 (frames per shard; 0: one shard), got '${params.shard_size}'"
-    }
-    if (!flag(params.make_test_models) && !params.classifier) {
-        error "--classifier is required: ${params.chunk_size}_model.pth from the VirNucPro repository (a path or URL); see README, section 'The Nextflow pipeline'"
-    }
-    def schema = new groovy.json.JsonSlurper().parseText(file("${projectDir}/nextflow_schema.json").text)
-    def known = schema['$defs'].values().collectMany { group -> group['properties'].keySet() as List }
-    def unknown = params.keySet().findAll { name -> !(name in known) && !name.contains('-') }
-    if (unknown) {
-        log.warn "unknown parameter(s), ignored: ${unknown.sort().join(', ')} (see nextflow_schema.json)"
-    }
+    error "--input samplesheet.csv (columns sample,fasta) or --input_fasta 'contigs/*.fa' is required; see --help"
 }
 
 workflow {
     validateParameters()
-    def version = workflow.manifest.version
+    log.info paramsSummaryLog(workflow)
+    if (!flag(params.make_test_models) && !params.classifier) {
+        error "--classifier is required: ${params.chunk_size}_model.pth from the VirNucPro repository (a path or URL); see README, section 'The Nextflow pipeline'"
+    }
 
-    // One item per input file: [[id: stem], file]. Two inputs with one stem would overwrite each other.
-    def ch_input = channel.fromPath(params.input, checkIfExists: true)
-        .map { fasta -> [[id: fastaStem(fasta.name)], fasta] }
-        .toList()
-        .flatMap { items ->
-            def ids = items.collect { item -> item[0].id }
-            def repeated = ids.findAll { id -> ids.count(id) > 1 }.unique()
-            if (repeated) {
-                error "input files with the same name stem would overwrite each other's results: ${repeated.join(', ')}"
-            }
-            items
+    // Sample ids name the results folders and shards: they must be unique.
+    def ch_samples = samples().toList().flatMap { items ->
+        def ids = items.collect { item -> item[0].id }
+        def repeated = ids.findAll { id -> ids.count(id) > 1 }.unique()
+        if (repeated) {
+            error "samples with the same id would overwrite each other's results: ${repeated.join(', ')}"
         }
+        items
+    }
 
     // Models: tiny test models, local folders as they are, or hub ids snapshotted into the store.
-    // Their keys (value channels) go into every shard's meta, and from there into the store paths.
-    def dnabert_model
-    def esm_model
-    def classifier
-    def dnabert_key
-    def esm_key
     def ch_versions = channel.empty()
+    def ch_dnabert
+    def ch_esm
+    def classifier
     if (flag(params.make_test_models)) {
         MAKE_TEST_MODELS()
-        dnabert_model = MAKE_TEST_MODELS.out.dnabert.first()
-        esm_model = MAKE_TEST_MODELS.out.esm.first()
+        ch_dnabert = MAKE_TEST_MODELS.out.dnabert.map { folder -> [[kind: 'dnabert', id: "test-${folderDigest(folder)}".toString()], folder] }.first()
+        ch_esm = MAKE_TEST_MODELS.out.esm.map { folder -> [[kind: 'esm', id: "test-${folderDigest(folder)}".toString()], folder] }.first()
         classifier = params.classifier ? channel.value(file(params.classifier, checkIfExists: true)) : MAKE_TEST_MODELS.out.classifier.first()
-        dnabert_key = dnabert_model.map { folder -> "test-${folderDigest(folder)}".toString() }
-        esm_key = esm_model.map { folder -> "test-${folderDigest(folder)}".toString() }
         ch_versions = ch_versions.mix(MAKE_TEST_MODELS.out.versions)
     } else {
-        def dnabert_name = modelKey(params.dnabert_model, params.dnabert_revision)
-        def esm_name = modelKey(params.esm_model, params.esm_revision)
-        log.info "model keys: DNABERT-S ${dnabert_name}, ESM-2 ${esm_name}"
-        dnabert_key = channel.value(dnabert_name)
-        esm_key = channel.value(esm_name)
-        if (isLocalModel(params.dnabert_model)) {
-            dnabert_model = channel.value(file(params.dnabert_model))
-        } else {
-            FETCH_DNABERT(channel.of([dnabert_name, params.dnabert_model, params.dnabert_revision]))
-            dnabert_model = FETCH_DNABERT.out.model.map { key, folder -> folder }.first()
-            ch_versions = ch_versions.mix(FETCH_DNABERT.out.versions)
+        // A local folder is used as it is (key: its digest); a hub id is resolved to a commit
+        // (unless its revision is one), then snapshotted once into the store under that commit.
+        def requests = [[kind: 'dnabert', model: params.dnabert_model, revision: params.dnabert_revision],
+                        [kind: 'esm', model: params.esm_model, revision: params.esm_revision]]
+        def local = requests.findAll { request -> isLocalModel(request.model) }.collect { request ->
+            [[kind: request.kind, id: "local-${folderDigest(file(request.model))}".toString()], file(request.model)]
         }
-        if (isLocalModel(params.esm_model)) {
-            esm_model = channel.value(file(params.esm_model))
-        } else {
-            FETCH_ESM(channel.of([esm_name, params.esm_model, params.esm_revision]))
-            esm_model = FETCH_ESM.out.model.map { key, folder -> folder }.first()
-            ch_versions = ch_versions.mix(FETCH_ESM.out.versions)
-        }
+        def hub = requests.findAll { request -> !isLocalModel(request.model) }
+        RESOLVE_MODEL(channel.fromList(hub.findAll { request -> !isCommit(request.revision) }))
+        def ch_hub = RESOLVE_MODEL.out.commit
+            .mix(channel.fromList(hub.findAll { request -> isCommit(request.revision) }.collect { request -> [request, request.revision] }))
+            .map { request, commit -> request + [commit: commit, id: hubKey(request.model, commit)] }
+        FETCH_MODEL(ch_hub)
+        def ch_models = FETCH_MODEL.out.model.mix(channel.fromList(local))
+        ch_dnabert = ch_models.filter { model_meta, folder -> model_meta.kind == 'dnabert' }.first()
+        ch_esm = ch_models.filter { model_meta, folder -> model_meta.kind == 'esm' }.first()
         classifier = channel.value(file(params.classifier, checkIfExists: true))
+        ch_versions = ch_versions.mix(RESOLVE_MODEL.out.versions.first(), FETCH_MODEL.out.versions.first())
     }
-    log.info "virnucpro ${version}: precision ${params.precision}, store ${params.store_dir}"
 
-    // Scatter: one item per shard pair, its meta carrying the content keys of what is made from it.
-    TRANSLATE(ch_input)
-    def ch_shards = TRANSLATE.out.shards
-        .combine(dnabert_key)
-        .combine(esm_key)
-        .flatMap { meta, nucleotides, proteins, checksums, dnabert, esm ->
-            shardItems(meta, nucleotides, proteins, checksums, dnabert, esm)
-        }
+    // Scatter: one item per shard pair, its meta carrying the shard's name, number and md5s.
+    TRANSLATE(ch_samples)
+    def ch_shards = TRANSLATE.out.shards.flatMap { meta, nucleotides, proteins, checksums ->
+        shardItems(meta, nucleotides, proteins, checksums)
+    }
 
-    EXTRACT_DNABERT(ch_shards.map { meta, nucleotide, protein -> [meta, nucleotide] }, dnabert_model)
-    EXTRACT_ESM(ch_shards.map { meta, nucleotide, protein -> [meta, protein] }, esm_model)
-    MERGE(EXTRACT_DNABERT.out.embeddings.join(EXTRACT_ESM.out.embeddings))
+    EXTRACT_DNABERT(ch_shards.map { meta, nucleotide, protein -> [meta, nucleotide] }, ch_dnabert)
+    EXTRACT_ESM(ch_shards.map { meta, nucleotide, protein -> [meta, protein] }, ch_esm)
+    def ch_embeddings = EXTRACT_DNABERT.out.embeddings
+        .join(EXTRACT_ESM.out.embeddings, failOnMismatch: true, failOnDuplicate: true)
+        .map { meta, dnabert, esm -> [meta + [features_key: featuresKey(dnabert, esm)], dnabert, esm] }
+    MERGE(ch_embeddings)
 
-    // Gather: each input file's features in shard order, released as soon as its last shard is merged.
+    // Gather: each sample's features in shard order, released as soon as its last shard is merged;
+    // the sample's meta is the one TRANSLATE got, unchanged.
     def ch_features = MERGE.out.features
-        .map { meta, features -> [groupKey(meta.id, meta.shard_count), meta.shard, features] }
+        .map { meta, features -> [groupKey(sampleMeta(meta), meta.shard_count), [meta.shard_index, features]] }
         .groupTuple()
-        .map { id, shards, features -> [[id: id.toString()], inShardOrder(shards, features)] }
-        .join(TRANSLATE.out.sequences)
+        .map { key, shards -> [key.getGroupTarget(), shards.sort { shard -> shard[0] }.collect { shard -> shard[1] }] }
+        .join(TRANSLATE.out.sequences, failOnMismatch: true, failOnDuplicate: true)
     CLASSIFY(ch_features, classifier)
-    REPORT(CLASSIFY.out.predictions.join(CLASSIFY.out.summary))
+    REPORT(CLASSIFY.out.predictions.join(CLASSIFY.out.summary, failOnMismatch: true, failOnDuplicate: true))
 
     ch_versions
         .mix(TRANSLATE.out.versions.first(), EXTRACT_DNABERT.out.versions.first(), EXTRACT_ESM.out.versions.first(),

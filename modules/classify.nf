@@ -1,10 +1,10 @@
-// Score every frame of one input file with the MLP and call each chunk and each sequence (CPU).
-// Gathers the file's per-shard features in shard order, so a sequence whose chunks fell into two
-// shards still gets one verdict. Cheap next to extraction, so it is not stored, only published.
+// Score every frame of one sample with the MLP and call each chunk and each sequence (CPU).
+// Gathers the sample's per-shard features in shard order, so a sequence whose chunks fell into
+// two shards still gets one verdict. Cheap next to extraction: published, not stored.
+// ext.args (conf/modules.config): --threshold when given.
 process CLASSIFY {
     tag "${meta.id}"
     label 'process_single'
-    publishDir "${params.outdir}/${meta.id}", mode: params.publish_dir_mode
 
     input:
     tuple val(meta), path(features, stageAs: '?/*'), path(sequences)
@@ -16,11 +16,13 @@ process CLASSIFY {
     tuple val(meta), path('sequence_summary.tsv'), emit: summary
     path 'versions.yml', emit: versions
 
+    when:
+    task.ext.when == null || task.ext.when
+
     script:
-    def threshold = params.threshold != null ? "--threshold ${params.threshold}" : ''
     def args = task.ext.args ?: ''
     """
-    virnucpro-classify --features ${features} --classifier ${classifier} --sequences ${sequences} --outdir . ${threshold} ${args}
+    virnucpro-classify --features ${features} --classifier ${classifier} --sequences ${sequences} --outdir . ${args}
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":

@@ -1,25 +1,27 @@
-// Snapshot a model from the Hugging Face hub once into the permanent store (virnucpro-fetch-model),
-// so cluster and cloud nodes never each download it. The store path is the model key:
-// `<id with / as -->@<revision>`.
-// Not run for a local model folder (main.nf passes the folder itself).
+// Snapshot a model from the Hugging Face hub once (virnucpro-fetch-model), at the commit
+// RESOLVE_MODEL found, so cluster and cloud nodes read it from the store instead of each
+// downloading it. conf/modules.config stores it under `<store_dir>/models/<model_meta.id>`
+// (`<id with / as -->@<commit>`). Not run for a local model folder (main.nf passes the folder).
 process FETCH_MODEL {
-    tag "${model_id}@${revision}"
+    tag "${model_meta.id}"
     label 'process_single'
-    storeDir "${params.store_dir}/models/${key}"
 
     input:
-    tuple val(key), val(model_id), val(revision)
+    val(model_meta)
 
     output:
-    tuple val(key), path('model'), emit: model
+    tuple val(model_meta), path('model'), emit: model
     path 'versions.yml', emit: versions
 
+    when:
+    task.ext.when == null || task.ext.when
+
     script:
-    // Configs, tokenizer files and one weight format (safetensors, else .bin), at the commit the
-    // revision resolves to (recorded in model/virnucpro_model.json).
+    // Configs, tokenizer files and one weight format (safetensors, else .bin), at that commit
+    // (recorded in model/virnucpro_model.json).
     def args = task.ext.args ?: ''
     """
-    virnucpro-fetch-model --model ${model_id} --revision ${revision} --outdir model ${args}
+    virnucpro-fetch-model --model ${model_meta.model} --revision ${model_meta.commit} --outdir model ${args}
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":

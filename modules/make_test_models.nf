@@ -1,8 +1,7 @@
 // Tiny random models in the real formats, for the `test` profile (CPU, no download).
-// Deterministic for a given virnucpro version, so the version is their store key.
+// Deterministic for a given virnucpro version, so conf/modules.config stores them under it.
 process MAKE_TEST_MODELS {
     label 'process_single'
-    storeDir "${params.store_dir}/test_models/${workflow.manifest.version}"
 
     output:
     path 'dnabert', emit: dnabert
@@ -10,9 +9,13 @@ process MAKE_TEST_MODELS {
     path 'classifier.pth', emit: classifier
     path 'versions.yml', emit: versions
 
+    when:
+    task.ext.when == null || task.ext.when
+
     script:
+    def args = task.ext.args ?: ''
     """
-    virnucpro-make-test-models --outdir .
+    virnucpro-make-test-models --outdir . ${args}
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":

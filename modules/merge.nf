@@ -1,21 +1,24 @@
 // Join one shard's DNABERT-S and ESM-2 embeddings into 3328-wide features (CPU).
-// Keyed like the embeddings it is made from: both model keys, precision, version, both md5s.
+// Stored (conf/modules.config) under meta.features_key, which main.nf derives from the store
+// folders of the two embeddings, so it carries all of their keys.
 process MERGE {
     tag "${meta.shard}"
     label 'process_single'
-    storeDir "${params.store_dir}/features/${meta.dnabert_key}/${meta.esm_key}/${params.precision}/virnucpro-${workflow.manifest.version}/${meta.nucleotide_md5}-${meta.protein_md5}"
 
     input:
     tuple val(meta), path(dnabert), path(esm)
 
     output:
-    tuple val(meta), path('features.h5'), emit: features
+    tuple val(meta), path("${meta.shard}.features.h5"), emit: features
     path 'versions.yml', emit: versions
+
+    when:
+    task.ext.when == null || task.ext.when
 
     script:
     def args = task.ext.args ?: ''
     """
-    virnucpro-merge --nucleotide ${dnabert} --protein ${esm} --output features.h5 ${args}
+    virnucpro-merge --nucleotide ${dnabert} --protein ${esm} --output ${meta.shard}.features.h5 ${args}
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
@@ -25,7 +28,7 @@ process MERGE {
 
     stub:
     """
-    touch features.h5
+    touch ${meta.shard}.features.h5
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":

@@ -1,9 +1,8 @@
-// The self-contained report.html of one input file, from its CLASSIFY tables (CPU). Cheap, so it
-// is not stored, only published beside the tables.
+// The self-contained report.html of one sample, from its CLASSIFY tables (CPU). Cheap: published
+// beside the tables, not stored. ext.args (conf/modules.config): --chunk_size, --threshold.
 process REPORT {
     tag "${meta.id}"
     label 'process_single'
-    publishDir "${params.outdir}/${meta.id}", mode: params.publish_dir_mode
 
     input:
     tuple val(meta), path(predictions), path(summary)
@@ -12,11 +11,13 @@ process REPORT {
     tuple val(meta), path('report.html'), emit: report
     path 'versions.yml', emit: versions
 
+    when:
+    task.ext.when == null || task.ext.when
+
     script:
-    def threshold = params.threshold != null ? "--threshold ${params.threshold}" : ''
     def args = task.ext.args ?: ''
     """
-    virnucpro-report --predictions ${predictions} --summary ${summary} --outdir . --chunk_size ${params.chunk_size} --name ${meta.id} ${threshold} ${args}
+    virnucpro-report --predictions ${predictions} --summary ${summary} --outdir . --name ${meta.id} ${args}
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":

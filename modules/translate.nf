@@ -1,5 +1,6 @@
 // Chunk, six-frame translate and scatter one input FASTA into shard pairs (CPU).
 // The md5 of every shard is the content key of the embeddings stored for it downstream.
+// ext.args (conf/modules.config): --chunk_size and --shard_size.
 process TRANSLATE {
     tag "${meta.id}"
     label 'process_medium'
@@ -12,10 +13,13 @@ process TRANSLATE {
     tuple val(meta), path('shards/*.sequences.tsv'), emit: sequences
     path 'versions.yml', emit: versions
 
+    when:
+    task.ext.when == null || task.ext.when
+
     script:
     def args = task.ext.args ?: ''
     """
-    virnucpro-translate --input ${fasta} --outdir shards --chunk_size ${params.chunk_size} --shard_size ${params.shard_size} --workers ${task.cpus} ${args}
+    virnucpro-translate --input ${fasta} --outdir shards --workers ${task.cpus} ${args}
     ( cd shards && md5sum -- *.nucleotide.fa *.protein.fa ) > checksums.md5
 
     cat <<-END_VERSIONS > versions.yml

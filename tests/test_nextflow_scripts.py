@@ -30,14 +30,15 @@ from virnucpro.fasta import read_fasta
 
 from fake_hub import COMMIT, write_hub_file
 from helpers import BIN, REPO, read_fasta_pairs
-from test_nextflow_static import PathList, module_processes, render_script
+from test_nextflow_static import PathList, called_processes, render_script, task_env as with_ext_args
 
 EXAMPLE = os.path.join(REPO, "examples", "metagenome_scaffolds.fa")
 
 
 @pytest.fixture(scope="module")
 def processes():
-    return module_processes()
+    """{name main.nf calls it by: Process} (EXTRACT twice, as EXTRACT_DNABERT and EXTRACT_ESM)."""
+    return called_processes()
 
 
 def task_env():
@@ -47,16 +48,18 @@ def task_env():
     return dict(os.environ, PATH=path, PYTHONPATH=pythonpath, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
 
 
-def bindings(process, **values):
-    """Nextflow's values for one task of `process`; `values` holds the per-task ones."""
+def bindings(called, **values):
+    """Nextflow's values for one task of the process main.nf calls `called`, with its ext.args from
+    conf/modules.config; `values` holds the per-task ones."""
     env = {
         "params.chunk_size": 500, "params.shard_size": 2, "params.precision": "fp32", "params.device": "cpu",
         "params.batch_tokens": None, "params.gpus": None, "params.threshold": None,
-        "task.cpus": 1, "task.process": process.name, "task.ext.args": None,
+        "task.cpus": 1, "task.process": called, "task.accelerator": None,
         "workflow.manifest.version": virnucpro.__version__,
+        "model_meta.kind": {"EXTRACT_DNABERT": "dnabert", "EXTRACT_ESM": "esm"}.get(called),
     }
     env.update(values)
-    return env
+    return with_ext_args(called, env)
 
 
 def stage(process, workdir, inputs):
@@ -81,25 +84,38 @@ def stage(process, workdir, inputs):
     return bound
 
 
-def run_task(process, workdir, inputs=None, stub=False, extra_env=None, **values):
-    """Stage, render, run with bash -ue; check every declared output. Returns {pattern: [paths]}."""
+def run_task(called, workdir, inputs=None, stub=False, extra_env=None, **values):
+    """Stage, render, run with bash -ue; check every declared output. Returns {output name: [paths]}
+    (an env output: {name: its value})."""
+    process = called_processes()[called]
     os.makedirs(workdir)
-    env = bindings(process, **values)
+    env = bindings(called, **values)
     env.update(stage(process, workdir, inputs or {}))
     script = render_script(process, env, stub=stub)
+    outputs = process.declared_outputs(env)
+    # Nextflow reads an env output after the script; unset, the task fails (bash -u here).
+    script += "".join(f'printf "%s" "${name}" > .env.{name}\n' for kind, name in outputs if kind == "env")
     with open(os.path.join(workdir, ".command.sh"), "w") as handle:
         handle.write(script)
     result = subprocess.run(["bash", "-ue", ".command.sh"], cwd=workdir, capture_output=True, text=True,
                             env=dict(task_env(), **(extra_env or {})))
-    assert result.returncode == 0, f"{process.name} failed ({result.returncode}):\n{script}\n{result.stderr[-3000:]}"
-    outputs = {}
-    for _, pattern in process.declared_outputs():
+    assert result.returncode == 0, f"{called} failed ({result.returncode}):\n{script}\n{result.stderr[-3000:]}"
+    found = {}
+    for kind, pattern in outputs:
+        if kind == "env":
+            found[pattern] = open(os.path.join(workdir, f".env.{pattern}")).read()
+            continue
         matched = sorted(glob.glob(os.path.join(workdir, pattern)))
-        assert matched, f"{process.name}: declared output {pattern} not produced\n{script}"
-        outputs[pattern] = matched
+        assert matched, f"{called}: declared output {pattern} not produced\n{script}"
+        found[pattern] = matched
     versions = open(os.path.join(workdir, "versions.yml")).read()
-    assert f'"{process.name}":' in versions
-    return outputs
+    assert f'"{called}":' in versions
+    return found
+
+
+def h5_output(outputs):
+    (path,) = [paths[0] for pattern, paths in outputs.items() if pattern.endswith(".h5")]
+    return path
 
 
 def check_versions(path, tools):
@@ -124,7 +140,7 @@ def tiny_fasta(tmp_path_factory):
 @pytest.fixture(scope="module")
 def translated(processes, tiny_fasta, tmp_path_factory):
     work = str(tmp_path_factory.mktemp("tasks") / "translate")
-    outputs = run_task(processes["TRANSLATE"], work, {"fasta": tiny_fasta}, **{"meta.id": "tiny"})
+    outputs = run_task("TRANSLATE", work, {"fasta": tiny_fasta}, **{"meta.id": "tiny"})
     return work, outputs
 
 
@@ -161,12 +177,13 @@ def embedded(processes, shards, test_models, tmp_path_factory):
     root = tmp_path_factory.mktemp("tasks")
     merged = []
     for shard, nucleotide, protein in shards:
-        dnabert = run_task(processes["EXTRACT_DNABERT"], str(root / f"dnabert-{shard}"),
-                           {"fasta": nucleotide, "model": test_models["dnabert"]})["dnabert.h5"][0]
-        esm = run_task(processes["EXTRACT_ESM"], str(root / f"esm-{shard}"),
-                       {"fasta": protein, "model": test_models["esm"]})["esm.h5"][0]
-        features = run_task(processes["MERGE"], str(root / f"merge-{shard}"),
-                            {"dnabert": dnabert, "esm": esm})["features.h5"][0]
+        meta = {"meta.id": "tiny", "meta.shard": shard}
+        dnabert = h5_output(run_task("EXTRACT_DNABERT", str(root / f"dnabert-{shard}"),
+                                     {"fasta": nucleotide, "model": test_models["dnabert"]}, **meta))
+        esm = h5_output(run_task("EXTRACT_ESM", str(root / f"esm-{shard}"),
+                                 {"fasta": protein, "model": test_models["esm"]}, **meta))
+        assert (os.path.basename(dnabert), os.path.basename(esm)) == (f"{shard}.dnabert.h5", f"{shard}.esm.h5")
+        features = h5_output(run_task("MERGE", str(root / f"merge-{shard}"), {"dnabert": dnabert, "esm": esm}, **meta))
         merged.append((shard, nucleotide, dnabert, esm, features))
     return merged
 
@@ -190,7 +207,7 @@ def test_classify_task_scores_the_gathered_shards_in_order(processes, embedded, 
     _, outputs = translated
     (sequences,) = outputs["shards/*.sequences.tsv"]
     features = [f for _, _, _, _, f in embedded]
-    result = run_task(processes["CLASSIFY"], str(tmp_path / "classify"),
+    result = run_task("CLASSIFY", str(tmp_path / "classify"),
                       {"features": features, "sequences": sequences, "classifier": test_models["classifier"]},
                       **{"meta.id": "tiny"})
     rows = open(result["prediction_results.tsv"][0]).read().splitlines()
@@ -207,9 +224,9 @@ def test_classify_task_passes_the_threshold_when_given(processes, embedded, tran
     features = [f for _, _, _, _, f in embedded]
     common = {"features": features, "sequences": outputs["shards/*.sequences.tsv"][0],
               "classifier": test_models["classifier"]}
-    strict = run_task(processes["CLASSIFY"], str(tmp_path / "strict"), common,
+    strict = run_task("CLASSIFY", str(tmp_path / "strict"), common,
                       **{"meta.id": "tiny", "params.threshold": 1.0})
-    lenient = run_task(processes["CLASSIFY"], str(tmp_path / "lenient"), common,
+    lenient = run_task("CLASSIFY", str(tmp_path / "lenient"), common,
                        **{"meta.id": "tiny", "params.threshold": 0.0})
     def verdicts(result):
         return [line.split("\t")[-1] for line in open(result["sequence_summary.tsv"][0]).read().splitlines()[1:]]
@@ -217,7 +234,7 @@ def test_classify_task_passes_the_threshold_when_given(processes, embedded, tran
 
 
 def test_make_test_models_task_writes_the_models(processes, test_models, tmp_path):
-    outputs = run_task(processes["MAKE_TEST_MODELS"], str(tmp_path / "make"))
+    outputs = run_task("MAKE_TEST_MODELS", str(tmp_path / "make"))
     for name in ("dnabert", "esm"):
         (folder,) = outputs[name]
         assert sorted(os.listdir(folder)) == sorted(os.listdir(test_models[name]))
@@ -230,10 +247,10 @@ def test_report_task_writes_a_self_contained_report(processes, embedded, transla
     import re
 
     _, outputs = translated
-    classified = run_task(processes["CLASSIFY"], str(tmp_path / "classify"),
+    classified = run_task("CLASSIFY", str(tmp_path / "classify"),
                           {"features": [f for _, _, _, _, f in embedded], "sequences": outputs["shards/*.sequences.tsv"][0],
                            "classifier": test_models["classifier"]}, **{"meta.id": "tiny"})
-    result = run_task(processes["REPORT"], str(tmp_path / "report"),
+    result = run_task("REPORT", str(tmp_path / "report"),
                       {"predictions": classified["prediction_results.tsv"][0], "summary": classified["sequence_summary.tsv"][0]},
                       **{"meta.id": "tiny", "params.threshold": 0.25})
     page = open(result["report.html"][0]).read()
@@ -258,8 +275,12 @@ def test_fetch_model_task_snapshots_a_hub_model(processes, test_models, tmp_path
     source = test_models[kind]
     env = fake_hub_env(tmp_path, {f"test-org/{kind}": {"folder": source, "revisions": {"main": COMMIT}}})
     work = str(tmp_path / "fetch")
-    outputs = run_task(processes["FETCH_MODEL"], work, extra_env=env,
-                       **{"model_id": f"test-org/{kind}", "revision": "main", "key": f"test-org--{kind}@main"})
+    resolved = run_task("RESOLVE_MODEL", str(tmp_path / "resolve"), extra_env=env,
+                        **{"model_meta.model": f"test-org/{kind}", "model_meta.revision": "main"})
+    assert resolved == {"commit": COMMIT, "versions.yml": [str(tmp_path / "resolve" / "versions.yml")]}
+    outputs = run_task("FETCH_MODEL", work, extra_env=env,
+                       **{"model_meta.model": f"test-org/{kind}", "model_meta.commit": resolved["commit"],
+                          "model_meta.id": f"test-org--{kind}@{COMMIT}"})
     (model,) = outputs["model"]
     wanted = [n for n in os.listdir(source) if n.endswith((".json", ".txt")) or n == weights]
     assert sorted(os.listdir(model)) == sorted(wanted + ["virnucpro_model.json"])
@@ -276,8 +297,8 @@ def test_fetch_model_task_fails_clearly_without_weights(processes, tmp_path):
     (config_only / "config.json").write_text("{}")
     env = fake_hub_env(tmp_path, {"test-org/empty": {"folder": str(config_only), "revisions": {"main": COMMIT}}})
     with pytest.raises(AssertionError, match="neither .safetensors nor pytorch_model"):
-        run_task(processes["FETCH_MODEL"], str(tmp_path / "fetch"), extra_env=env,
-                 **{"model_id": "test-org/empty", "revision": "main", "key": "test-org--empty@main"})
+        run_task("FETCH_MODEL", str(tmp_path / "fetch"), extra_env=env,
+                 **{"model_meta.model": "test-org/empty", "model_meta.commit": COMMIT, "model_meta.id": "test-org--empty@x"})
 
 
 def test_every_stub_produces_the_declared_outputs(processes, tmp_path):
@@ -292,10 +313,11 @@ def test_every_stub_produces_the_declared_outputs(processes, tmp_path):
               "esm": dummy / "esm.h5", "features": [str(dummy / "features.h5")],
               "sequences": dummy / "sample.sequences.tsv", "classifier": dummy / "classifier.pth",
               "predictions": dummy / "prediction_results.tsv", "summary": dummy / "sequence_summary.tsv"}
-    for process in processes.values():
+    for called, process in processes.items():
         needed = {name: inputs[name] for name, _ in process.path_inputs()}
-        run_task(process, str(tmp_path / process.name), needed, stub=True,
-                 **{"meta.id": "sample", "model_id": "org/model", "revision": "main", "key": "k"})
+        run_task(called, str(tmp_path / called), needed, stub=True,
+                 **{"meta.id": "sample", "meta.shard": "sample.00001", "model_meta.model": "org/model",
+                    "model_meta.revision": "main", "model_meta.commit": COMMIT, "model_meta.id": "k"})
 
 
 @pytest.mark.gpu
@@ -312,9 +334,10 @@ def test_extract_tasks_run_as_the_gpu_profile_configures_them(processes, embedde
     protein = nucleotide.replace(".nucleotide.fa", ".protein.fa")
     for name, fasta, model, cpu_output in (("EXTRACT_DNABERT", nucleotide, test_models["dnabert"], cpu_dnabert),
                                            ("EXTRACT_ESM", protein, test_models["esm"], cpu_esm)):
-        outputs = run_task(processes[name], str(tmp_path / name), {"fasta": fasta, "model": model},
-                           **{"params.device": gpu_params["device"], "params.gpus": 1, "params.precision": precision})
-        (gpu_output,) = [paths[0] for pattern, paths in outputs.items() if pattern.endswith(".h5")]
+        outputs = run_task(name, str(tmp_path / name), {"fasta": fasta, "model": model},
+                           **{"params.device": gpu_params["device"], "params.precision": precision, "meta.shard": shard,
+                              "task.accelerator": {"request": 1}, "task.accelerator.request": 1})
+        gpu_output = h5_output(outputs)
         with h5py.File(gpu_output) as on_gpu, h5py.File(cpu_output) as on_cpu:
             a, b = on_gpu["embeddings"][:].astype(np.float64), on_cpu["embeddings"][:].astype(np.float64)
             assert on_gpu.attrs["precision"] == precision

@@ -28,6 +28,9 @@ MODULES = os.path.join(REPO, "modules")
 MAIN_NF = os.path.join(REPO, "main.nf")
 CONFIG = os.path.join(REPO, "nextflow.config")
 SCHEMA = os.path.join(REPO, "nextflow_schema.json")
+MODULES_CONFIG = os.path.join(REPO, "conf", "modules.config")
+SCHEMA_INPUT = os.path.join(REPO, "assets", "schema_input.json")
+CI_WORKFLOW = os.path.join(REPO, ".github", "workflows", "ci.yml")
 SECTIONS = ("input", "output", "when", "script", "shell", "exec", "stub")
 
 # ------------------------------------------------------------------ lexing
@@ -131,6 +134,7 @@ class Process:
             else:
                 chunks[section].append(lines[i])
             i += 1
+        self.sections = {name: [l.strip() for l in lines if l.strip()] for name, lines in chunks.items()}
         self.directives = [(d.split(None, 1)[0], d.split(None, 1)[1] if " " in d else "")
                            for d in (l.strip() for l in chunks["directives"]) if d]
         self.inputs = [l.strip() for l in chunks.get("input", []) if l.strip()]
@@ -156,12 +160,18 @@ class Process:
     def labels(self):
         return [ast.literal_eval(args) for args in self.directive("label")]
 
-    def declared_outputs(self):
-        """[(qualifier, pattern)] of the path outputs, e.g. ('path', 'shards/*.nucleotide.fa')."""
+    def declared_outputs(self, env=None):
+        """[(qualifier, pattern)] of the path and env outputs, e.g. ('path', 'shards/*.nucleotide.fa');
+        a "GString" name is rendered with env (the task's values)."""
         found = []
         for line in self.outputs:
-            found += [("path", p) for p in re.findall(r"path\(?\s*'([^']+)'", line)]
+            for match in re.finditer(r"path\(?\s*(?:'([^']+)'|\"([^\"]+)\")", line):
+                found.append(("path", match.group(1) or render_gstring(match.group(2), env or {})))
+            found += [("env", name) for name in re.findall(r"\benv\((\w+)\)", line)]
         return found
+
+    def when(self):
+        return " ".join(self.sections.get("when", [])).strip()
 
     def path_inputs(self):
         """[(name, stageAs or None)] of the path inputs, in order."""
@@ -173,6 +183,10 @@ class Process:
 
     def val_inputs(self):
         return [m.group(1) for line in self.inputs for m in re.finditer(r"val\((\w+)\)", line)]
+
+    def text(self):
+        """The whole process body as written (comments stripped)."""
+        return "\n".join(line for lines in self.sections.values() for line in lines)
 
 
 def parse_processes(path):
@@ -215,12 +229,25 @@ def _value(env, ref):
     return env[ref]
 
 
+def _expression(expr, env):
+    """The value of one ${...} expression: the forms listed above, plus two used by the store paths
+    of conf/modules.config: `REF[REF]` (a map field chosen by a value) and
+    `(REF ?: 'literal').replaceAll(/REGEX/, 'replacement')`."""
+    if re.fullmatch(_REF, expr):
+        return _value(env, expr)
+    indexed = re.fullmatch(rf"({_REF})\[({_REF})\]", expr)
+    if indexed:
+        return _value(env, indexed.group(1))[_value(env, indexed.group(2))]
+    replaced = re.fullmatch(rf"\(({_REF})\s*\?:\s*'([^']*)'\)\.replaceAll\(/(.+)/,\s*'([^']*)'\)", expr)
+    if replaced:
+        ref, fallback, regex, replacement = replaced.groups()
+        return re.sub(regex, replacement, _value(env, ref) or fallback)
+    raise AssertionError(f"${{{expr}}} is too complex to render; bind it with a simple def")
+
+
 def render_gstring(raw, env):
     def substitute(match):
-        expr = match.group(1).strip()
-        if not re.fullmatch(_REF, expr):
-            raise AssertionError(f"${{{expr}}} is too complex to render; bind it with a simple def")
-        value = _value(env, expr)
+        value = _expression(match.group(1).strip(), env)
         if value is None:
             raise AssertionError(f"${{{expr}}} is null here: Groovy would write 'null' into the script")
         if isinstance(value, PathList):
@@ -426,6 +453,62 @@ def all_pipeline_files():
             + sorted(glob.glob(os.path.join(REPO, "conf", "*.config"))))
 
 
+# ------------------------------------------------------------------ conf/modules.config and main.nf's calls
+
+
+def called_processes():
+    """{name main.nf calls it by: Process}; an aliased include (EXTRACT as EXTRACT_ESM) under its alias."""
+    text = strip_comments(open(MAIN_NF).read())
+    modules = module_processes()
+    return {alias or name: modules[name]
+            for name, alias, _ in re.findall(r"include\s*\{\s*(\w+)(?:\s+as\s+(\w+))?\s*\}\s*from\s*'(\./[^']+)'", text)}
+
+
+def module_settings():
+    """[(withName selector, body)] of conf/modules.config, in file order."""
+    text = strip_comments(open(MODULES_CONFIG).read())
+    ((_, body),) = blocks(text, r"(?m)^process")
+    return [(match.group(1), inner) for match, inner in blocks(body, r"withName:\s*'([^']+)'")]
+
+
+def setting(called, key):
+    """The closure body (text) of `key = { ... }` for the process main.nf calls `called`, or None
+    (the last matching withName wins, as in Nextflow)."""
+    found = None
+    for selector, body in module_settings():
+        if re.fullmatch(selector, called):
+            match = re.search(rf"(?m)^\s*{re.escape(key)}\s*=\s*\{{", body)
+            if match:
+                found = body[match.end():matching_brace(body, match.end() - 1)].strip()
+    return found
+
+
+def evaluate_closure(body, env):
+    """The value of a settings closure: "GString", a ternary, or `[items].join(' ').trim()` of those."""
+    listed = re.fullmatch(r"\[(.*)\]\.join\(' '\)\.trim\(\)", body, re.S)
+    items = [i.strip() for i in re.split(r",\s*\n", listed.group(1).strip())] if listed else [body]
+    values = []
+    for item in items:
+        if re.fullmatch(r'"[^"]*"', item):
+            values.append(render_gstring(item[1:-1], env))
+        else:
+            scope = dict(env)
+            evaluate_def(f"def value = {item}", scope)
+            values.append(scope["value"])
+    return " ".join(values).strip()
+
+
+def task_env(called, env):
+    """env plus the task's ext.args from conf/modules.config (None where none is set)."""
+    args = setting(called, "ext.args")
+    return dict(env, **{"task.ext.args": evaluate_closure(args, env) if args else None})
+
+
+def store_dir(called, env):
+    body = setting(called, "storeDir")
+    return evaluate_closure(body, env) if body else None
+
+
 def schema_properties():
     schema = json.load(open(SCHEMA))
     return {name: spec for group in schema["$defs"].values() for name, spec in group["properties"].items()}
@@ -463,8 +546,7 @@ def test_one_process_per_module_file_named_after_it():
 
 def test_main_includes_every_module_and_calls_every_process(processes):
     text = strip_comments(open(MAIN_NF).read())
-    includes = re.findall(r"include\s*\{\s*(\w+)(?:\s+as\s+(\w+))?\s*\}\s*from\s*'([^']+)'", text)
-    assert includes
+    includes = re.findall(r"include\s*\{\s*(\w+)(?:\s+as\s+(\w+))?\s*\}\s*from\s*'(\./[^']+)'", text)
     included = set()
     for name, alias, source in includes:
         path = os.path.join(REPO, source + ".nf")
@@ -474,9 +556,29 @@ def test_main_includes_every_module_and_calls_every_process(processes):
         called = alias or name
         assert re.search(rf"\b{called}\s*\(", text), f"main.nf includes {called} but never calls it"
     assert included == set(processes), f"modules not included: {set(processes) - included}"
-    expected = {"TRANSLATE", "FETCH_MODEL", "MAKE_TEST_MODELS", "EXTRACT_DNABERT", "EXTRACT_ESM", "MERGE",
-                "CLASSIFY", "REPORT"}
-    assert expected <= set(processes)
+    expected = {"TRANSLATE", "RESOLVE_MODEL", "FETCH_MODEL", "MAKE_TEST_MODELS", "EXTRACT_DNABERT", "EXTRACT_ESM",
+                "MERGE", "CLASSIFY", "REPORT"}
+    assert set(called_processes()) == expected
+    # One extraction module, used twice.
+    called = called_processes()
+    assert called["EXTRACT_DNABERT"].name == called["EXTRACT_ESM"].name == "EXTRACT"
+
+
+def test_modules_are_nf_core_style(processes):
+    """Everything reaches a module through its inputs, task.ext and conf/modules.config: no params,
+    no storeDir/publishDir of its own; a tag (where it has inputs), a label, the nf-core `when:`,
+    a stub, versions.yml, and task.ext.args passed to its tool."""
+    for process in processes.values():
+        body = process.text()
+        assert "params." not in body, f"{process.name} reads params"
+        for directive in ("storeDir", "publishDir"):
+            assert not process.directive(directive), f"{process.name}: {directive} belongs in conf/modules.config"
+        assert process.labels(), f"{process.name}: no label"
+        if process.inputs:
+            assert process.directive("tag"), f"{process.name}: no tag"
+        assert process.when() == "task.ext.when == null || task.ext.when", f"{process.name}: when: {process.when()!r}"
+        assert "def args = task.ext.args ?: ''" in process.script_defs, f"{process.name}: no task.ext.args"
+        assert "${args}" in process.script, f"{process.name}: ext.args not passed to its tool"
 
 
 def test_every_process_has_a_stub_and_emits_versions(processes):
@@ -489,20 +591,43 @@ def test_every_process_has_a_stub_and_emits_versions(processes):
             assert "versions.yml" in block and '"${task.process}":' in block, f"{process.name}: versions not written"
 
 
-def test_every_process_runs_a_tool_with_options_it_accepts(processes):
-    """Each script's command lines, rendered with every optional option on and with all off,
-    are accepted by the tools themselves (fire signatures). Processes run only bin/ tools: the hub
-    is reached through virnucpro-fetch-model, not a hub client of its own."""
-    for process in processes.values():
+def test_every_process_runs_a_tool_with_options_it_accepts():
+    """Each script's command lines, rendered with its ext.args from conf/modules.config, every
+    optional param set and all unset, are accepted by the tools themselves (fire signatures).
+    Processes run only bin/ tools: the hub is reached through virnucpro-fetch-model."""
+    for called, process in called_processes().items():
         for optional in (True, False):
-            env = sample_env(process, optional=optional)
+            env = sample_env(process, optional=optional, called=called)
             script = render_script(process, env)
             commands = tool_commands(script)
-            assert commands, f"{process.name}: runs no bin/virnucpro-* tool"
+            assert commands, f"{called}: runs no bin/virnucpro-* tool"
             for argv in commands:
                 check_fire_command(argv)
             assert not re.search(r"(^|[\s(])(hf|huggingface-cli|wget|curl)\s", script, re.M), \
-                f"{process.name}: downloads without the bin/ tools"
+                f"{called}: downloads without the bin/ tools"
+
+
+def test_tasks_pass_their_cpus_and_gpus_to_the_tools():
+    """task.cpus reaches every tool that runs threads or workers; a GPU task uses the GPUs it was
+    granted; the GPU profiles' device reaches extraction, so a node without CUDA fails loudly."""
+    wanted = {"TRANSLATE": "--workers", "EXTRACT_DNABERT": "--threads", "EXTRACT_ESM": "--threads"}
+    for called, option in wanted.items():
+        process = called_processes()[called]
+        (argv,) = tool_commands(render_script(process, sample_env(process, called=called, **{"task.cpus": 7})))
+        assert argv[argv.index(option) + 1] == "7", f"{called}: {option} is not task.cpus"
+    for called in ("EXTRACT_DNABERT", "EXTRACT_ESM"):
+        process = called_processes()[called]
+        granted = sample_env(process, called=called, **{"task.accelerator": {"request": 3}, "task.accelerator.request": 3})
+        (argv,) = tool_commands(render_script(process, granted))
+        assert argv[argv.index("--gpus") + 1] == "3"
+        (argv,) = tool_commands(render_script(process, sample_env(process, optional=False, called=called)))
+        assert "--gpus" not in argv  # no accelerator (CPU profiles): the tool's own choice
+        for profile in ("gpu", "awsbatch", "google"):
+            profile_params = params_block("params {" + blocks(profiles()[profile], r"\bparams")[0][1] + "}")
+            env = sample_env(process, called=called, **{f"params.{k}": v for k, v in profile_params.items()})
+            (argv,) = tool_commands(render_script(process, env))
+            assert argv[argv.index("--device") + 1] == "cuda", f"{profile}: GPU tasks do not require CUDA"
+            assert argv[argv.index("--precision") + 1] == "bf16", f"{profile}: GPU tasks not in bf16"
 
 
 def test_tool_options_checker_rejects_what_the_tools_reject():
@@ -516,56 +641,156 @@ def test_tool_options_checker_rejects_what_the_tools_reject():
         check_fire_command(["virnucpro-nothing", "--input", "x"])
 
 
-def test_extraction_processes_and_only_they_are_labelled_gpu(processes):
-    for process in processes.values():
+def test_extraction_processes_and_only_they_are_labelled_gpu():
+    for called, process in called_processes().items():
         runs_extract = any(argv[0] == "virnucpro-extract"
-                           for argv in tool_commands(render_script(process, sample_env(process))))
-        assert runs_extract == ("gpu" in process.labels()), f"{process.name}: labels {process.labels()}"
-    assert "gpu" in processes["EXTRACT_DNABERT"].labels() and "gpu" in processes["EXTRACT_ESM"].labels()
+                           for argv in tool_commands(render_script(process, sample_env(process, called=called))))
+        assert runs_extract == ("gpu" in process.labels()), f"{called}: labels {process.labels()}"
 
 
-def test_store_dirs_are_keyed_by_everything_that_determines_the_content(processes):
-    """Render each storeDir with distinct values for every key part: each must change the path."""
+def stored_path(called, env):
+    """Where a task's main output lands in the store: storeDir / its declared file name."""
+    process = called_processes()[called]
+    (output,) = [pattern for kind, pattern in process.declared_outputs(env) if kind == "path" and pattern != "versions.yml"][:1]
+    return f"{store_dir(called, env)}/{output}"
+
+
+def test_store_dirs_are_keyed_by_everything_that_determines_the_content():
+    """Render each storeDir (conf/modules.config) with distinct values for every key part: each
+    must change the path; what does not determine the content (CPUs, GPUs granted) must not."""
     keyed = {
-        "EXTRACT_DNABERT": ["meta.nucleotide_md5", "meta.dnabert_key", "params.precision", "workflow.manifest.version"],
-        "EXTRACT_ESM": ["meta.protein_md5", "meta.esm_key", "params.precision", "workflow.manifest.version"],
-        "MERGE": ["meta.nucleotide_md5", "meta.protein_md5", "meta.dnabert_key", "meta.esm_key",
-                  "params.precision", "workflow.manifest.version"],
-        "FETCH_MODEL": ["key"],
+        "EXTRACT_DNABERT": ["meta.md5", "model_meta.id", "params.precision", "params.device", "params.batch_tokens",
+                            "task.ext.args", "workflow.manifest.version"],
+        "EXTRACT_ESM": ["meta.md5", "model_meta.id", "params.precision", "params.device", "params.batch_tokens",
+                        "task.ext.args", "workflow.manifest.version"],
+        "MERGE": ["meta.features_key", "task.ext.args", "workflow.manifest.version"],
+        "FETCH_MODEL": ["model_meta.id"],
         "MAKE_TEST_MODELS": ["workflow.manifest.version"],
     }
     rendered = {}
-    for name, parts in keyed.items():
-        process = processes[name]
-        env = sample_env(process)
-        base = directive_string(process, "storeDir", env)
+    for called, parts in keyed.items():
+        process = called_processes()[called]
+        env = sample_env(process, called=called)
+        base = store_dir(called, env)
         assert base.startswith(env["params.store_dir"] + "/")
         for part in parts:
-            changed = dict(env, **{part: str(env[part]) + "-other"})
-            assert directive_string(process, "storeDir", changed) != base, f"{name}: storeDir ignores {part}"
-        # Nothing that does not determine the content (shard name, sample id) may be in the key,
-        # or identical content under another name would be computed again.
-        for part in ("meta.shard", "meta.id"):
-            if part in env:
-                assert directive_string(process, "storeDir", dict(env, **{part: "renamed"})) == base, \
-                    f"{name}: storeDir depends on {part}"
-        rendered[name] = base
+            if part == "meta.md5":
+                other = {k: v + "-other" for k, v in env[part].items()}
+            else:
+                other = str(env[part]) + "-other"
+            changed = dict(env, **{part: other})
+            if part.startswith("params."):
+                changed = task_env(called, changed)  # a param reaches the key through ext.args
+            assert store_dir(called, changed) != base, f"{called}: storeDir ignores {part}"
+        for part in ("task.cpus", "params.gpus", "task.accelerator.request"):
+            assert store_dir(called, task_env(called, dict(env, **{part: 99}))) == base, f"{called}: key depends on {part}"
+        rendered[called] = base
     assert len(set(rendered.values())) == len(rendered), "two processes share a store path"
-    for name in ("TRANSLATE", "CLASSIFY", "REPORT"):
-        assert not processes[name].directive("storeDir"), f"{name} should not be stored"
-    for name in ("CLASSIFY", "REPORT"):
-        assert processes[name].directive("publishDir"), f"{name}: final outputs are published"
+    # The other kind's md5 does not enter an extraction key (the dnabert key uses the nucleotide md5).
+    env = sample_env(called_processes()["EXTRACT_DNABERT"], called="EXTRACT_DNABERT")
+    assert env["meta.md5"]["dnabert"] in store_dir("EXTRACT_DNABERT", env)
+    assert env["meta.md5"]["esm"] not in store_dir("EXTRACT_DNABERT", env)
+    for called in ("TRANSLATE", "RESOLVE_MODEL", "CLASSIFY", "REPORT"):
+        assert setting(called, "storeDir") is None, f"{called} should not be stored"
+    for called in ("CLASSIFY", "REPORT"):
+        assert any(re.fullmatch(sel, called) and "publishDir" in body for sel, body in module_settings()), \
+            f"{called}: final outputs are published"
+    assert called_processes()["RESOLVE_MODEL"].directive("cache") == ["false"], "a branch must be re-resolved every run"
 
 
-def test_main_builds_the_meta_keys_the_store_dirs_use():
+def test_two_samples_with_identical_content_never_write_one_store_path():
+    """Same md5, other sample: another file in the store, so two tasks never write one path at once."""
+    for called in ("EXTRACT_DNABERT", "EXTRACT_ESM", "MERGE"):
+        process = called_processes()[called]
+        one = sample_env(process, called=called)
+        other = dict(one, **{"meta.id": "other", "meta.shard": "other.00001"})
+        assert stored_path(called, one) != stored_path(called, other), called
+
+
+def test_main_keys_hub_models_by_their_resolved_commit():
     text = strip_comments(open(MAIN_NF).read())
-    for key in ("nucleotide_md5", "protein_md5", "dnabert_key", "esm_key", "shard", "shard_count"):
-        assert re.search(rf"\b{key}\s*:", text), f"main.nf never sets meta.{key}"
-    assert re.search(r"shardItems\(meta, nucleotides, proteins, checksums, dnabert, esm\)", text)
-    assert re.search(r"\.combine\(dnabert_key\)\s*\.combine\(esm_key\)", text)
-    # Test models are keyed by their content too, not by a name.
-    assert re.search(r'dnabert_key = dnabert_model\.map \{ folder -> "test-\$\{folderDigest\(folder\)\}"', text)
-    assert re.search(r"inShardOrder\(shards, features\)", text)
+    assert re.search(r"RESOLVE_MODEL\(", text) and re.search(r"FETCH_MODEL\(ch_hub\)", text)
+    assert re.search(r"RESOLVE_MODEL\.out\.commit", text)
+    assert re.search(r"id:\s*hubKey\(request\.model,\s*commit\)", text), "the model key is not id@commit"
+    (resolve_argv,) = tool_commands(render_script(called_processes()["RESOLVE_MODEL"],
+                                                  sample_env(called_processes()["RESOLVE_MODEL"], called="RESOLVE_MODEL")))
+    assert "--resolve" in resolve_argv
+    (fetch_argv,) = tool_commands(render_script(called_processes()["FETCH_MODEL"],
+                                                sample_env(called_processes()["FETCH_MODEL"], called="FETCH_MODEL")))
+    assert fetch_argv[fetch_argv.index("--revision") + 1] == "c" * 40, "FETCH_MODEL must download the resolved commit"
+
+
+def test_main_passes_meta_through_and_fails_on_mismatched_joins():
+    text = strip_comments(open(MAIN_NF).read())
+    joins = re.findall(r"\.join\((?!\s*['\"])([^()]*(?:\([^()]*\))?[^()]*)\)", text)  # channel joins, not String.join
+    assert len(joins) >= 3
+    for args in joins:
+        assert "failOnMismatch: true" in args, f"join without failOnMismatch: .join({args})"
+    # meta is built once, for a sample from --input_fasta; never rebuilt from its id downstream.
+    assert len(re.findall(r"\[\s*id\s*:", text)) == 1
+    assert re.search(r"groupKey\(sampleMeta\(meta\), meta\.shard_count\)", text)
+    assert re.search(r"\[key\.getGroupTarget\(\),", text)
+    assert re.search(r"\.join\(TRANSLATE\.out\.sequences", text)
+
+
+def test_main_uses_nf_schema_for_parameters_help_and_samplesheet():
+    text = strip_comments(open(MAIN_NF).read())
+    assert re.search(r"include\s*\{\s*validateParameters;\s*paramsSummaryLog;\s*samplesheetToList\s*\}\s*from\s*'plugin/nf-schema'", text)
+    assert "validateParameters()" in text and "paramsSummaryLog(workflow)" in text
+    assert re.search(r"samplesheetToList\(params\.input,\s*\"\$\{projectDir\}/assets/schema_input\.json\"\)", text)
+    assert "JsonSlurper" not in text and "nextflow_schema.json" not in text, "schema read by hand"
+    config = strip_comments(open(CONFIG).read())
+    assert re.search(r"plugins\s*\{\s*id\s*'nf-schema@\d+\.\d+\.\d+'\s*\}", config), "nf-schema not pinned"
+    ((_, validation),) = blocks(config, r"(?m)^validation")
+    assert re.search(r"help\s*\{[^}]*enabled\s*=\s*true", validation), "--help not generated from the schema"
+    schema = json.load(open(SCHEMA))
+    spec = schema_properties()["input"]
+    assert spec["schema"] == "assets/schema_input.json" and spec["format"] == "file-path"
+    assert os.path.exists(os.path.join(REPO, spec["schema"]))
+
+
+def read_samplesheet(path):
+    lines = [line.split(",") for line in open(path).read().splitlines() if line.strip()]
+    return [dict(zip(lines[0], row)) for row in lines[1:]]
+
+
+def samplesheet_errors(rows):
+    """What nf-schema would reject in samplesheet rows, by assets/schema_input.json's own rules
+    (required, pattern, unique entries), read from the schema (no JSON-schema library here)."""
+    schema = json.load(open(SCHEMA_INPUT))
+    items = schema["items"]
+    errors = []
+    for number, row in enumerate(rows, start=1):
+        for column in items["required"]:
+            if not row.get(column):
+                errors.append(f"row {number}: no {column}")
+        for column, spec in items["properties"].items():
+            if row.get(column) and "pattern" in spec and not re.search(spec["pattern"], row[column]):
+                errors.append(f"row {number}: {column}")
+    for column in schema.get("uniqueEntries", []):
+        values = [row.get(column) for row in rows]
+        errors += [f"repeated {column} {v}" for v in set(values) if values.count(v) > 1]
+    return errors
+
+
+def test_samplesheet_schema_describes_sample_and_fasta():
+    schema = json.load(open(SCHEMA_INPUT))
+    assert schema["$schema"].startswith("https://json-schema.org/draft/2020-12") and schema["type"] == "array"
+    items = schema["items"]
+    assert set(items["required"]) == {"sample", "fasta"}
+    assert items["properties"]["sample"]["meta"] == ["id"]
+    assert items["properties"]["fasta"]["format"] == "file-path" and items["properties"]["fasta"]["exists"] is True
+    assert schema["uniqueEntries"] == ["sample"]
+    # The example samplesheet passes, its files exist; bad rows fail.
+    example = os.path.join(REPO, "assets", "samplesheet.csv")
+    rows = read_samplesheet(example)
+    assert rows and samplesheet_errors(rows) == []
+    for row in rows:
+        assert os.path.isfile(os.path.join(REPO, row["fasta"])), row["fasta"]
+    assert samplesheet_errors([{"sample": "a b", "fasta": "x.fa"}]) == ["row 1: sample"]
+    assert samplesheet_errors([{"sample": "a", "fasta": "x.txt"}]) == ["row 1: fasta"]
+    assert samplesheet_errors([{"sample": "a", "fasta": "x.fa.gz"}, {"sample": "a", "fasta": "y.fa"}]) == ["repeated sample a"]
+    assert samplesheet_errors([{"sample": "a"}]) == ["row 1: no fasta"]
 
 
 def test_every_param_used_is_declared_and_documented():
@@ -601,7 +826,16 @@ def test_schema_is_nf_core_style_and_matches_the_config_defaults():
         assert isinstance(value, types[spec["type"]]) and not (spec["type"] != "boolean" and isinstance(value, bool))
         if "enum" in spec:
             assert value in spec["enum"]
-    assert "input" in groups["input_output_options"]["required"]
+
+
+def test_gpu_shard_size_default_loads_the_model_in_at_most_5_percent_of_a_task():
+    """The documented estimate, recomputed from the figures the schema states (worst case:
+    the slowest load with the fastest GPU)."""
+    spec = schema_properties()["shard_size"]
+    load_s, tokens_per_s, residues = 25, 100_000, 166
+    assert all(f in spec["help_text"] for f in ("10-25 s", "60-100K tokens/s", "166 residues", "estimate"))
+    compute_s = spec["default"] * (residues + 2) / tokens_per_s
+    assert load_s / (load_s + compute_s) <= 0.05
 
 
 def test_profiles_users_need_exist_and_do_what_they_say():
@@ -622,7 +856,9 @@ def test_profiles_users_need_exist_and_do_what_they_say():
     ((_, gpu_label),) = blocks(found["gpu"], r"withLabel:\s*gpu")
     assert "'--nv'" in gpu_label and "'--gpus all'" in gpu_label
     assert "--gres=gpu:" in found["slurm"]
-    assert re.search(r"params\s*\{[^}]*device\s*=\s*'cuda'", found["gpu"])
+    for name in ("gpu", "awsbatch", "google"):
+        assert re.search(r"params\s*\{[^}]*device\s*=\s*'cuda'", found[name]), f"{name}: GPU tasks may fall back to CPU"
+    assert "GPU sharing" in open(os.path.join(REPO, "conf", "gpu.config")).read(), "the GPU-sharing decision is not documented"
 
 
 def test_retries_on_preemption_exit_codes():
@@ -634,14 +870,15 @@ def test_retries_on_preemption_exit_codes():
     assert "maxSpotAttempts" in profiles()["awsbatch"] and "maxSpotAttempts" in profiles()["google"]
 
 
-def test_test_profile_uses_bundled_data_and_test_models():
+def test_test_profile_uses_bundled_data_and_test_models_within_small_limits():
     test = profiles()["test"]
     values = params_block("params {" + blocks(test, r"\bparams")[0][1] + "}")
     assert values["make_test_models"] is True
     assert values["device"] == "cpu" and values["shard_size"] > 0
-    bundled = values["input"].replace("${projectDir}", REPO)
+    bundled = values["input_fasta"].replace("${projectDir}", REPO)
     assert os.path.isfile(bundled), bundled
-    assert re.search(r"resourceLimits\s*=", test)
+    limits = re.search(r"resourceLimits\s*=\s*\[cpus:\s*(\d+),\s*memory:\s*(\d+)\.GB", test)
+    assert limits and int(limits.group(1)) <= 2 and int(limits.group(2)) <= 6, "test run must fit 2 CPUs, 6 GB"
 
 
 def test_pipeline_version_is_the_package_version():
@@ -655,35 +892,70 @@ def test_pipeline_version_is_the_package_version():
 
 
 def test_no_machine_paths_in_pipeline_files():
-    for path in all_pipeline_files() + [SCHEMA]:
+    for path in all_pipeline_files() + [SCHEMA, SCHEMA_INPUT, CI_WORKFLOW]:
         assert "/work/" not in open(path).read(), path
+
+
+def test_ci_workflow_runs_the_tests_the_test_profile_and_a_stub_run():
+    """.github/workflows/ci.yml, parsed (PyYAML comes with transformers): the Python tests on CPU
+    torch, the pipeline's -stub run and its test profile in the CPU image the config names."""
+    import yaml
+
+    workflow = yaml.safe_load(open(CI_WORKFLOW))
+    triggers = workflow.get("on", workflow.get(True))  # YAML 1.1 reads the key `on` as true
+    assert {"push", "pull_request"} <= set(triggers)
+    steps = [step for job in workflow["jobs"].values() for step in job["steps"]]
+    for job in workflow["jobs"].values():
+        assert job["runs-on"] == "ubuntu-latest"
+        assert any(step.get("uses", "").startswith("actions/checkout@") for step in job["steps"])
+    runs = "\n".join(step.get("run", "") for step in steps)
+    assert re.search(r"pip install torch==2\.13\.0 --index-url https://download\.pytorch\.org/whl/cpu", runs)
+    assert re.search(r"^pytest\b", runs, re.M)
+    assert any(step.get("uses", "").startswith("nf-core/setup-nextflow@") for step in steps)
+    commands = [shlex.split(line) for line in runs.splitlines() if line.strip().startswith("nextflow run")]
+    declared, known = declared_params(), profiles()
+    for words in commands:
+        for word in words:
+            if word.startswith("--"):
+                assert word[2:] in declared, f"ci.yml passes undeclared --{word[2:]}"
+        if "-profile" in words:
+            assert all(name in known for name in words[words.index("-profile") + 1].split(","))
+    assert any("-stub" in words for words in commands)
+    assert any("-profile" in words and words[words.index("-profile") + 1] == "test,docker" for words in commands)
+    built = re.search(r"docker build -f containers/Dockerfile -t (\S+) \.", runs).group(1)
+    assert built == declared["container"]
 
 
 # ------------------------------------------------------------------ sample values
 
 
-def sample_env(process, optional=True):
-    """Values for every ${...} a process uses, as Nextflow would bind them for one task: inputs
-    staged under their names, meta fields, params (optional ones set or null), task fields."""
+def sample_env(process, optional=True, called=None, **values):
+    """Values for every ${...} a task of `process` (called `called` in main.nf) uses, as Nextflow
+    binds them: inputs staged under their names, meta and model fields, params (optional ones set
+    or null), task fields, and the task's ext.args from conf/modules.config."""
+    called = called or process.name
+    kind = {"EXTRACT_DNABERT": "dnabert", "EXTRACT_ESM": "esm"}.get(called, "dnabert")
     env = {
         "params.chunk_size": 500, "params.shard_size": 4, "params.precision": "fp32", "params.device": "cpu",
         "params.batch_tokens": 2048 if optional else None, "params.gpus": 1 if optional else None,
         "params.threshold": 0.5 if optional else None, "params.store_dir": "/store",
         "params.outdir": "/results", "params.publish_dir_mode": "copy",
-        "task.cpus": 1, "task.process": process.name, "task.ext.args": None,
+        "task.cpus": 2, "task.process": called,
+        "task.accelerator": {"request": 1} if optional else None, "task.accelerator.request": 1,
         "workflow.manifest.version": "0.1.0",
-        "meta.id": "sample", "meta.shard": "sample.00001", "meta.shard_count": 2,
-        "meta.nucleotide_md5": "0" * 32, "meta.protein_md5": "1" * 32,
-        "meta.dnabert_key": "local-" + "2" * 32, "meta.esm_key": "local-" + "3" * 32,
-        "key": "org--model@main", "model_id": "org/model", "revision": "main",
+        "meta.id": "sample", "meta.shard": "sample.00001", "meta.shard_index": 1, "meta.shard_count": 2,
+        "meta.md5": {"dnabert": "0" * 32, "esm": "1" * 32}, "meta.features_key": "4" * 32,
+        "model_meta.kind": kind, "model_meta.id": "org--model@" + "c" * 40, "model_meta.model": "org/model",
+        "model_meta.revision": "main", "model_meta.commit": "c" * 40,
     }
-    staged = {"fasta": "sample.fa", "model": "model", "dnabert": "dnabert.h5", "esm": "esm.h5",
-              "features": PathList(["1/features.h5", "2/features.h5"]), "sequences": "sample.sequences.tsv",
-              "classifier": "classifier.pth", "summary": "sequence_summary.tsv",
-              "predictions": "prediction_results.tsv"}
+    staged = {"fasta": "sample.fa", "model": "model", "dnabert": "sample.00001.dnabert.h5",
+              "esm": "sample.00001.esm.h5", "features": PathList(["1/features.h5", "2/features.h5"]),
+              "sequences": "sample.sequences.tsv", "classifier": "classifier.pth",
+              "summary": "sequence_summary.tsv", "predictions": "prediction_results.tsv"}
     for name, stage_as in process.path_inputs():
         env[name] = staged[name]
-    return env
+    env.update(values)
+    return task_env(called, env)
 
 
 def test_main_names_samples_by_the_tools_stem_rule():
@@ -719,8 +991,8 @@ def main_functions(*names):
 
 @pytest.mark.skipif(groovy_command() is None, reason="no groovy/java here to run main.nf's helper functions")
 def test_main_helper_functions_run_under_groovy(tmp_path):
-    """main.nf's own functions (not a copy), run by Groovy: sample names, checksum parsing and
-    model keys, compared with what Python computes the same way."""
+    """main.nf's own functions (not a copy), run by Groovy: sample names, checksum parsing, shard
+    pairing and numeric order (past 99,999 shards), meta kept, model keys."""
     import hashlib
 
     from virnucpro.fasta import stem
@@ -728,11 +1000,17 @@ def test_main_helper_functions_run_under_groovy(tmp_path):
     names = ["reads.fasta.gz", "a.b.fa", "x.fna", "x.faa.gz", "plain", "y.fas", "z.fa.gz.fa"]
     shards = tmp_path / "shards"
     shards.mkdir()
-    for index, content in enumerate([b">a\nACGT\n", b"", b">b\nMK\n"]):
-        (shards / f"s.{index:05d}.nucleotide.fa").write_bytes(content)
-        (shards / f"s.{index:05d}.protein.fa").write_bytes(content[::-1])
+    numbers = [1, 2, 99999, 100000, 100001]
+    for number in numbers:
+        (shards / f"s.{number:05d}.nucleotide.fa").write_bytes(f">n{number}\nACGT\n".encode())
+        (shards / f"s.{number:05d}.protein.fa").write_bytes(f">p{number}\nMK\n".encode())
     md5sum = subprocess.run("md5sum -- *.nucleotide.fa *.protein.fa", shell=True, cwd=shards, capture_output=True, text=True, check=True).stdout
     (tmp_path / "checksums.md5").write_text(md5sum)
+    single = tmp_path / "single"
+    single.mkdir()
+    (single / "s.nucleotide.fa").write_text(">a\nACGT\n")
+    (single / "s.protein.fa").write_text(">a\nMK\n")
+    (tmp_path / "single.md5").write_text(subprocess.run("md5sum -- *.fa", shell=True, cwd=single, capture_output=True, text=True, check=True).stdout)
     model = tmp_path / "model"
     (model / "sub").mkdir(parents=True)
     (model / ".cache").mkdir()
@@ -740,23 +1018,28 @@ def test_main_helper_functions_run_under_groovy(tmp_path):
     (model / "sub" / "weights.bin").write_bytes(bytes(range(256)) * 5000)
     (model / ".cache" / "ignored").write_text("download metadata")
 
-    script = main_functions("withoutSuffix", "fastaStem", "readChecksums", "folderDigest", "isLocalModel",
-                            "modelKey", "flag", "shardItems", "inShardOrder") + f"""
-// What Nextflow provides around these functions: file() and Path.name.
+    script = main_functions("withoutSuffix", "fastaStem", "md5Hex", "readChecksums", "shardIndex", "shardItems",
+                            "shardFields", "sampleMeta", "featuresKey", "folderDigest", "isLocalModel", "isCommit",
+                            "hubKey", "flag") + f"""
+// What Nextflow provides around these functions: file() and Path.name/.parent.
 ExpandoMetaClass.enableGlobally()
 java.nio.file.Path.metaClass.getName = {{ -> delegate.fileName.toString() }}
 def file(String path) {{ java.nio.file.Paths.get(path) }}
 {json.dumps(names)}.each {{ name -> println "stem\\t" + name + "\\t" + fastaStem(name) }}
 readChecksums(file('{tmp_path / "checksums.md5"}')).each {{ name, hash -> println "md5\\t" + name + "\\t" + hash }}
-println "key\\t" + modelKey('{model}', 'main')
-println "key\\t" + modelKey('org/name', 'abc123')
+println "key\\t" + hubKey('org/name', 'abc123')
+println "commit\\t" + [isCommit('{"c" * 40}'), isCommit('main'), isCommit('v1.0')].join(',')
+println "local\\t" + isLocalModel('{model}') + "," + isLocalModel('org/name')
+println "digest\\t" + folderDigest(file('{model}'))
 println "flag\\t" + [flag(true), flag('true'), flag(false), flag('false')].join(',')
-def listed = {{ suffix -> java.nio.file.Files.list(file('{shards}')).toArray().findAll {{ p -> p.toString().endsWith(suffix) }}.reverse() }}
-def items = shardItems([id: 's'], listed('.nucleotide.fa'), listed('.protein.fa'), file('{tmp_path / "checksums.md5"}'), 'kd', 'ke')
-items.each {{ item -> println "shard\\t" + item[0].shard + "\\t" + item[0].shard_count + "\\t" + item[0].nucleotide_md5 + "\\t" + item[0].protein_md5 + "\\t" + item[1].fileName + "\\t" + item[2].fileName + "\\t" + item[0].dnabert_key + item[0].esm_key + item[0].id }}
-def one = shardItems([id: 's'], file('{shards}/s.00000.nucleotide.fa'), file('{shards}/s.00000.protein.fa'), file('{tmp_path / "checksums.md5"}'), 'kd', 'ke')
-println "single\\t" + one.size() + "\\t" + one[0][0].shard
-println "order\\t" + inShardOrder(['s.00002', 's.00000', 's.00001'], ['f2', 'f0', 'f1']).join(',')
+def listed = {{ dir, suffix -> java.nio.file.Files.list(file(dir)).toArray().findAll {{ p -> p.toString().endsWith(suffix) }}.reverse() }}
+def meta = [id: 'sample', group: 'g1']
+def items = shardItems(meta, listed('{shards}', '.nucleotide.fa'), listed('{shards}', '.protein.fa'), file('{tmp_path / "checksums.md5"}'))
+items.each {{ item -> println "shard\\t" + item[0].shard + "\\t" + item[0].shard_index + "\\t" + item[0].shard_count + "\\t" + item[0].md5.dnabert + "\\t" + item[0].md5.esm + "\\t" + item[1].fileName + "\\t" + item[2].fileName }}
+println "back\\t" + items.collect {{ item -> sampleMeta(item[0] + [features_key: 'k']) == meta }}.join(',')
+def one = shardItems(meta, file('{single}/s.nucleotide.fa'), file('{single}/s.protein.fa'), file('{tmp_path / "single.md5"}'))
+println "single\\t" + one.size() + "\\t" + one[0][0].shard + "\\t" + one[0][0].shard_index
+println "features\\t" + featuresKey(file('/store/a/x.h5'), file('/store/b/y.h5')) + "\\t" + featuresKey(file('/store/a/z.h5'), file('/store/b/w.h5')) + "\\t" + featuresKey(file('/store/a2/x.h5'), file('/store/b/y.h5'))
 """
     (tmp_path / "check.groovy").write_text(script)
     groovy, env = groovy_command()
@@ -766,20 +1049,69 @@ println "order\\t" + inShardOrder(['s.00002', 's.00000', 's.00001'], ['f2', 'f0'
     assert {name: got for kind, name, got in (l for l in lines if l[0] == "stem")} == {n: stem(n) for n in names}
     expected_md5 = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in shards.iterdir()}
     assert {name: got for kind, name, got in (l for l in lines if l[0] == "md5")} == expected_md5
+    assert [l[1] for l in lines if l[0] == "key"] == ["org--name@abc123"]
+    assert [l[1] for l in lines if l[0] == "commit"] == ["true,false,false"]
+    assert [l[1] for l in lines if l[0] == "local"] == ["true,false"]
     digest = hashlib.md5()
     for relative in ("config.json", "sub/weights.bin"):
         digest.update(f"{relative}\n".encode())
         digest.update((model / relative).read_bytes())
-    keys = [l[1] for l in lines if l[0] == "key"]
-    assert keys == [f"local-{digest.hexdigest()}", "org--name@abc123"]
+    assert [l[1] for l in lines if l[0] == "digest"] == [digest.hexdigest()]
     assert [l[1] for l in lines if l[0] == "flag"] == ["true,true,false,false"]
-    # Shards paired by name whatever order the files come in, each with its own checksums.
+    # Paired by number whatever order the files come in, in numeric order, names padded to the
+    # widest number so they sort too, each shard with its own checksums.
     shard_lines = [l[1:] for l in lines if l[0] == "shard"]
-    assert shard_lines == [[f"s.{i:05d}", "3", expected_md5[f"s.{i:05d}.nucleotide.fa"],
-                            expected_md5[f"s.{i:05d}.protein.fa"], f"s.{i:05d}.nucleotide.fa",
-                            f"s.{i:05d}.protein.fa", "kdkes"] for i in range(3)]
-    assert [l[1:] for l in lines if l[0] == "single"] == [["1", "s.00000"]]
-    assert [l[1] for l in lines if l[0] == "order"] == ["f0,f1,f2"]
+    assert shard_lines == [[f"sample.{n:06d}", str(n), "5", expected_md5[f"s.{n:05d}.nucleotide.fa"],
+                            expected_md5[f"s.{n:05d}.protein.fa"], f"s.{n:05d}.nucleotide.fa", f"s.{n:05d}.protein.fa"]
+                           for n in numbers]
+    assert sorted(l[0] for l in shard_lines) == [l[0] for l in shard_lines]
+    assert [l[1] for l in lines if l[0] == "back"] == ["true,true,true,true,true"]  # the sample's meta, unchanged
+    assert [l[1:] for l in lines if l[0] == "single"] == [["1", "sample.00001", "1"]]
+    (features,) = [l[1:] for l in lines if l[0] == "features"]
+    assert features[0] == features[1] != features[2]  # keyed by the embeddings' store folders
+
+
+@pytest.mark.skipif(groovy_command() is None, reason="no groovy/java here to evaluate conf/modules.config's closures")
+@pytest.mark.parametrize("optional", [True, False])
+def test_modules_config_closures_evaluate_under_groovy_as_rendered_here(tmp_path, optional):
+    """Groovy itself evaluates every ext.args and storeDir closure of conf/modules.config (their
+    text, not a copy) with one task's values: the same strings the Python rendering above gives."""
+    checks, expected = [], []
+    for called, process in sorted(called_processes().items()):
+        env = sample_env(process, optional=optional, called=called)
+        bound = {
+            "params": {k.split(".", 1)[1]: v for k, v in env.items() if k.startswith("params.")},
+            "meta": {k.split(".", 1)[1]: v for k, v in env.items() if k.startswith("meta.")},
+            "model_meta": {k.split(".", 1)[1]: v for k, v in env.items() if k.startswith("model_meta.")},
+        }
+        lines = [f"def {name} = {groovy_value(value)}" for name, value in bound.items()]
+        lines.append("def workflow = [manifest: [version: '0.1.0']]")
+        lines.append(f"def task = [ext: [args: {groovy_value(env['task.ext.args'])}]]")
+        for key in ("ext.args", "storeDir"):
+            body = setting(called, key)
+            if body:
+                lines.append(f"println '{called} {key}\t' + {{ {body} }}.call()")
+                expected.append(f"{called} {key}\t{evaluate_closure(body, env)}")
+        checks.append(f"def check{len(checks)}() {{\n" + "\n".join(lines) + f"\n}}\ncheck{len(checks)}()")
+    script = tmp_path / "closures.groovy"
+    script.write_text("\n".join(checks) + "\n")
+    groovy, genv = groovy_command()
+    result = subprocess.run([groovy, str(script)], capture_output=True, text=True, env=genv)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == expected
+
+
+def groovy_value(value):
+    """A Python value as a Groovy literal (None, bool, numbers, strings, dicts)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, dict):
+        return "[" + ", ".join(f"{k}: {groovy_value(v)}" for k, v in value.items()) + "]" if value else "[:]"
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def gpu_accelerators():
@@ -831,7 +1163,8 @@ def test_readme_commands_use_declared_params_and_existing_profiles():
     for command in commands:
         words = shlex.split(command.split("#")[0])
         for word in words:
-            if word.startswith("--"):
+            if word.startswith("--") and word != "--help":  # --help: nf-schema's, from the schema
                 assert word[2:] in declared, f"README passes undeclared --{word[2:]}: {command}"
-        for name in words[words.index("-profile") + 1].split(","):
-            assert name in known_profiles, f"README uses unknown profile {name}"
+        if "-profile" in words:
+            for name in words[words.index("-profile") + 1].split(","):
+                assert name in known_profiles, f"README uses unknown profile {name}"
