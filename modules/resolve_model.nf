@@ -11,7 +11,7 @@ process RESOLVE_MODEL {
     val(model_meta)
 
     output:
-    tuple val(model_meta), env(commit), emit: commit
+    tuple val(model_meta), env('commit'), emit: commit
     path 'versions.yml', emit: versions
 
     when:

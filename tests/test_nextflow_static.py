@@ -167,7 +167,7 @@ class Process:
         for line in self.outputs:
             for match in re.finditer(r"path\(?\s*(?:'([^']+)'|\"([^\"]+)\")", line):
                 found.append(("path", match.group(1) or render_gstring(match.group(2), env or {})))
-            found += [("env", name) for name in re.findall(r"\benv\((\w+)\)", line)]
+            found += [("env", name) for name in re.findall(r"\benv\(\s*'(\w+)'\s*\)", line)]
         return found
 
     def when(self):
@@ -230,14 +230,17 @@ def _value(env, ref):
 
 
 def _expression(expr, env):
-    """The value of one ${...} expression: the forms listed above, plus two used by the store paths
-    of conf/modules.config: `REF[REF]` (a map field chosen by a value) and
+    """The value of one ${...} expression: the forms listed above, plus three used by the store paths
+    of conf/modules.config: `REF[REF]` (a map field chosen by a value), `REF ? 'a' : 'b'` and
     `(REF ?: 'literal').replaceAll(/REGEX/, 'replacement')`."""
     if re.fullmatch(_REF, expr):
         return _value(env, expr)
     indexed = re.fullmatch(rf"({_REF})\[({_REF})\]", expr)
     if indexed:
         return _value(env, indexed.group(1))[_value(env, indexed.group(2))]
+    chosen = re.fullmatch(rf"({_REF})\s*\?\s*'([^']*)'\s*:\s*'([^']*)'", expr)
+    if chosen:
+        return chosen.group(2) if _value(env, chosen.group(1)) else chosen.group(3)
     replaced = re.fullmatch(rf"\(({_REF})\s*\?:\s*'([^']*)'\)\.replaceAll\(/(.+)/,\s*'([^']*)'\)", expr)
     if replaced:
         ref, fallback, regex, replacement = replaced.groups()
@@ -581,6 +584,36 @@ def test_modules_are_nf_core_style(processes):
         assert "${args}" in process.script, f"{process.name}: ext.args not passed to its tool"
 
 
+def test_scripts_follow_the_strict_parser(processes):
+    """Nextflow 26.04+ parses with the strict parser by default (docs: strict-syntax): env
+    inputs/outputs name their variable in quotes (`env 'FOO'`), and a script holds only
+    declarations at its top level (includes, functions, processes, the workflow), no statements."""
+    for process in processes.values():
+        for line in process.inputs + process.outputs:
+            assert not re.search(r"\benv\b\s*\(?\s*\w", line), f"{process.name}: unquoted env name in {line!r}"
+    text = strip_comments(open(MAIN_NF).read())
+    depth, top_level, i = 0, [], 0
+    while i < len(text):
+        if text[i] in "'\"":
+            end = _skip_string(text, i)
+            if depth == 0:
+                top_level.append(text[i:end])
+            i = end
+            continue
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+        elif depth == 0:
+            top_level.append(text[i])
+        i += 1
+    for line in "".join(top_level).splitlines():
+        line = line.strip()
+        if line and not line.startswith("#!"):
+            assert re.match(r"(include\b|def\s+\w+\s*\(|workflow\b|process\s+\w+)", line), \
+                f"main.nf: top-level statement {line!r} (move it into the workflow)"
+
+
 def test_every_process_has_a_stub_and_emits_versions(processes):
     for process in processes.values():
         assert process.script, f"{process.name}: no script block"
@@ -684,6 +717,9 @@ def test_store_dirs_are_keyed_by_everything_that_determines_the_content():
             assert store_dir(called, changed) != base, f"{called}: storeDir ignores {part}"
         for part in ("task.cpus", "params.gpus", "task.accelerator.request"):
             assert store_dir(called, task_env(called, dict(env, **{part: 99}))) == base, f"{called}: key depends on {part}"
+        # A -stub run's empty stand-ins live apart, so a real run never takes them for results.
+        stub = store_dir(called, dict(env, **{"workflow.stubRun": True}))
+        assert stub.startswith(env["params.store_dir"] + "/stub/") and not base.startswith(env["params.store_dir"] + "/stub/")
         rendered[called] = base
     assert len(set(rendered.values())) == len(rendered), "two processes share a store path"
     # The other kind's md5 does not enter an extraction key (the dnabert key uses the nucleotide md5).
@@ -855,6 +891,8 @@ def test_profiles_users_need_exist_and_do_what_they_say():
             assert "params.container_cuda" in gpu_label, f"{name}: GPU tasks not in the CUDA image"
     ((_, gpu_label),) = blocks(found["gpu"], r"withLabel:\s*gpu")
     assert "'--nv'" in gpu_label and "'--gpus all'" in gpu_label
+    # Nextflow 26.10+ gives each local GPU task its GPUs in CUDA_VISIBLE_DEVICES; Docker must pass it on.
+    assert re.search(r"docker\.envWhitelist\s*=\s*'[^']*\bCUDA_VISIBLE_DEVICES\b", found["gpu"])
     assert "--gres=gpu:" in found["slurm"]
     for name in ("gpu", "awsbatch", "google"):
         assert re.search(r"params\s*\{[^}]*device\s*=\s*'cuda'", found[name]), f"{name}: GPU tasks may fall back to CPU"
@@ -942,7 +980,7 @@ def sample_env(process, optional=True, called=None, **values):
         "params.outdir": "/results", "params.publish_dir_mode": "copy",
         "task.cpus": 2, "task.process": called,
         "task.accelerator": {"request": 1} if optional else None, "task.accelerator.request": 1,
-        "workflow.manifest.version": "0.1.0",
+        "workflow.manifest.version": "0.1.0", "workflow.stubRun": False,
         "meta.id": "sample", "meta.shard": "sample.00001", "meta.shard_index": 1, "meta.shard_count": 2,
         "meta.md5": {"dnabert": "0" * 32, "esm": "1" * 32}, "meta.features_key": "4" * 32,
         "model_meta.kind": kind, "model_meta.id": "org--model@" + "c" * 40, "model_meta.model": "org/model",
@@ -1085,7 +1123,7 @@ def test_modules_config_closures_evaluate_under_groovy_as_rendered_here(tmp_path
             "model_meta": {k.split(".", 1)[1]: v for k, v in env.items() if k.startswith("model_meta.")},
         }
         lines = [f"def {name} = {groovy_value(value)}" for name, value in bound.items()]
-        lines.append("def workflow = [manifest: [version: '0.1.0']]")
+        lines.append("def workflow = [manifest: [version: '0.1.0'], stubRun: false]")
         lines.append(f"def task = [ext: [args: {groovy_value(env['task.ext.args'])}]]")
         for key in ("ext.args", "storeDir"):
             body = setting(called, key)
