@@ -17,12 +17,16 @@ setup(
     packages=find_packages(include=["virnucpro", "virnucpro.*"]),
     scripts=sorted(glob.glob("bin/virnucpro-*")),
     install_requires=[
-        # torch: install a build for your hardware first (CPU: pip install torch==2.13.0); any >=2.1 works.
-        "torch>=2.1",
-        "transformers>=4.40",
-        "safetensors>=0.4",
-        "tokenizers>=0.15",
-        "huggingface_hub>=0.20",
+        # Floors are what the code needs, checked once by installing exactly them and running the
+        # tests (torch aside: its floor comes from its changelog).
+        # torch: install a build for your hardware first (CPU: pip install torch==2.13.0). 2.6 is the
+        # first with (class, "module.name") pairs in serialization.safe_globals (the classifier loader).
+        "torch>=2.6",
+        # 4.56: the first whose ESM takes attn_implementation="sdpa" (the attention-interface rewrite).
+        "transformers>=4.56",
+        "safetensors>=0.4.3",
+        "tokenizers>=0.22",
+        "huggingface_hub>=0.34",
         "numpy>=1.24",
         "h5py>=3.8",
         "biopython>=1.80",

@@ -6,17 +6,23 @@ CPU (always): the tiny test models (hidden 768 / 2560) on translate-like inputs.
              ours = `extract_embeddings` (sorted, token-budget batches, HDF5 written), fp32.
   ESM-2:     original = fair-esm style fp32 batches of 2048 tokens, and one at a time;
              ours = `extract_embeddings`, fp32.
-GPU (when CUDA is available): full-size DNABERT-S and ESM-2 3B built from the real configs with
-  random weights (nothing downloaded). Ours = bf16 token-budget batches; original = per-sequence
-  fp32 DNABERT-S, fp32 ESM batches of 2048 tokens. Reports tokens/s, MFU and the ratios.
+GPU (when CUDA is available): `extract_embeddings` itself, end to end with its defaults (bf16,
+  compiled ESM-2, token budgets, reader and writer threads, HDF5), on the 500 bp frames of real
+  genomes (--genomes, replicated), with full-size DNABERT-S and ESM-2 3B built from the real
+  configs with random weights (nothing downloaded; the model folder holds config and tokenizer,
+  the weights are built on the GPU). In the same run, on the same model and inputs, the original's
+  way: per-sequence fp32 DNABERT-S, fp32 ESM-2 batches of 2048 tokens. Reports tokens/s, MFU,
+  peak GPU memory, the ratios and the cosine of ours (bf16) to fp32.
 
-Usage: python bench/bench_extract.py [--n_dna 128] [--n_protein 64] [--gpu_n_dna 20000] [--gpu_n_protein 4000]
-         [--repeats 3] [--gpu_only] [--cpu_only] [--smoke_gpu_path_on_cpu] [--json FILE]
+Usage: python bench/bench_extract.py [--n_dna 128] [--n_protein 64] [--gpu_n_dna 200000] [--gpu_n_protein 20000]
+         [--genomes FASTA] [--tokenizer DIR] [--repeats 3] [--gpu_only] [--cpu_only] [--smoke_gpu_path_on_cpu]
+         [--json FILE]
 """
 
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -170,10 +176,6 @@ def peak_tflops(device):
     return name, None
 
 
-def random_tokens(rng, n, vocab_low, vocab_high, lengths):
-    return [rng.integers(vocab_low, vocab_high, size=int(length)).astype(np.int32) for length in lengths[:n]]
-
-
 def flops_per_token(model, layers, hidden, mean_length, skip=("embeddings", "contact_head")):
     """2 x non-embedding parameters + attention (QK^T and AV: 4 x length x hidden per layer)."""
     params = sum(p.numel() for name, p in model.named_parameters() if not any(s in name for s in skip))
@@ -188,64 +190,118 @@ def run_batches(embed, model, encoded, pad_id, budget):
         torch.cuda.synchronize()
 
 
-def bench_gpu(n_dna, n_protein, dnabert_budget=65536, esm_budget=32768, device="cuda", shrink=None):
-    """`device='cpu', shrink=dict(...)` runs the same code on tiny configs (a smoke test of this script)."""
+def random_model(kind, config, device, dtype):
+    """Full-size model of the real architecture with random weights (seeded), built on `device`."""
+    torch.manual_seed(0)
+    with torch.device(device):
+        if kind == "dnabert":
+            model = DnabertModel(DnabertConfig(**config))
+        else:
+            from transformers import EsmConfig, EsmModel
+
+            model = EsmModel._from_config(EsmConfig(**config), attn_implementation="sdpa", add_pooling_layer=False)
+    return model.to(dtype).eval()
+
+
+def model_folder(kind, config, workdir, tokenizer_files):
+    """A model folder `virnucpro-extract` accepts: config, tokenizer and a recorded revision; the
+    weights come from `random_model` (nothing downloaded, nothing 11 GB written)."""
+    from virnucpro.fetch_model import RECORD
+
+    folder = os.path.join(workdir, f"random_{kind}")
+    os.makedirs(folder, exist_ok=True)
+    for path in tokenizer_files:
+        shutil.copy(path, folder)
+    with open(os.path.join(folder, "config.json"), "w") as handle:
+        json.dump(config, handle)
+    with open(os.path.join(folder, RECORD), "w") as handle:
+        json.dump({"model": f"random {kind}", "commit": f"random-{kind}"}, handle)
+    return folder
+
+
+def real_shaped_fastas(n_dna, n_protein, genomes, workdir):
+    """Nucleotide and protein FASTA: the 500 bp frames of real genomes (translated by virnucpro),
+    replicated; random frames shaped like them when no genomes are given."""
+    if genomes:
+        from virnucpro.fasta import read_fasta
+        from virnucpro.translate import translate_records
+
+        frames, _, _ = translate_records(list(read_fasta(str(genomes))), 500)
+        dna = [frames[i % len(frames)][1] for i in range(n_dna)]
+        proteins = [frames[i % len(frames)][2] for i in range(n_protein)]
+    else:
+        dna, proteins = translate_like_inputs(max(n_dna, n_protein))
+        dna, proteins = dna[:n_dna], proteins[:n_protein]
+    return write_fasta(os.path.join(workdir, "frames.fa"), "f", dna), write_fasta(os.path.join(workdir, "frames.faa"), "p", proteins)
+
+
+def bench_gpu(n_dna, n_protein, genomes=None, tokenizer=None, device="cuda", shrink=None, original_dna=2000):
+    """`virnucpro-extract` end to end (defaults: bf16, compiled ESM-2, token budgets) on full-size
+    random-weight models, and the original's way on the same model and inputs in the same run.
+    `device='cpu', shrink=dict(...)` runs the same code on tiny configs (a smoke test of this script)."""
+    from virnucpro import extract
+
     name, peak = peak_tflops(device)
-    rng = np.random.default_rng(2)
     results = {"device": name, "peak_bf16_tflops": peak}
-    lengths = frame_lengths(max(n_dna, n_protein), rng)
-
-    # DNABERT-S full size: about 4.5 bp per BPE token, plus [CLS]/[SEP].
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = DnabertModel(DnabertConfig(**dict(DNABERT_S, **(shrink or {})))).eval()
-    encoded = random_tokens(rng, n_dna, 5, 4096, [round(n / 4.5) + 2 for n in lengths])
-    n_tokens = sum(len(t) for t in encoded)
-    flops = flops_per_token(model, model.config.num_hidden_layers, model.config.hidden_size, n_tokens / len(encoded))
-    # One at a time is slow: time it on the first 2000 frames.
-    orig_rate, rate, mfu = fp32_original_vs_bf16_batched(dnabert_embed, model, 3, encoded[:2000], 1, encoded,
-                                                          dnabert_budget, flops, peak)
-    results["dnabert"] = dict(original_fp32_one_at_a_time_tokens_per_s=round(orig_rate), bf16_batched_tokens_per_s=round(rate),
-                              speedup=round(rate / orig_rate, 1), batch_tokens=dnabert_budget, mfu=mfu)
-    print(json.dumps(results["dnabert"]), flush=True)
-    del model
-    if device == "cuda":
-        torch.cuda.empty_cache()
-
-    # ESM-2 3B full size.
-    from transformers import EsmConfig, EsmModel
-
-    torch.manual_seed(0)
-    config = EsmConfig(**dict(ESM2_3B, **(shrink or {})))
-    with torch.device(device):
-        esm = EsmModel._from_config(config, attn_implementation="sdpa", add_pooling_layer=False).eval()
-    encoded = random_tokens(rng, n_protein, 4, 24, [(n - 1) // 3 for n in lengths])
-    encoded = [np.concatenate(([0], t, [2])).astype(np.int32) for t in encoded]
-    n_tokens = sum(len(t) for t in encoded)
-    flops = flops_per_token(esm, config.num_hidden_layers, config.hidden_size, n_tokens / len(encoded))
-    orig_rate, rate, mfu = fp32_original_vs_bf16_batched(esm_embed, esm, 1, encoded, 2048, encoded, esm_budget, flops, peak)
-    results["esm"] = dict(original_fp32_2048_tokens_per_s=round(orig_rate), bf16_batched_tokens_per_s=round(rate),
-                          speedup=round(rate / orig_rate, 1), batch_tokens=esm_budget, mfu=mfu)
-    print(json.dumps(results["esm"]), flush=True)
+    with tempfile.TemporaryDirectory() as workdir:
+        tiny = make_test_models(os.path.join(workdir, "tiny"))
+        dna_tokenizer = os.path.join(str(tokenizer), "tokenizer.json") if tokenizer else os.path.join(tiny["dnabert"], "tokenizer.json")
+        configs = {"dnabert": dict(DNABERT_S, **(shrink or {})), "esm": dict(ESM2_3B, **(shrink or {}))}
+        folders = {"dnabert": model_folder("dnabert", configs["dnabert"], workdir, [dna_tokenizer]),
+                   "esm": model_folder("esm", configs["esm"], workdir, [os.path.join(tiny["esm"], "vocab.txt")])}
+        fastas = dict(zip(("dnabert", "esm"), real_shaped_fastas(n_dna, n_protein, genomes, workdir)))
+        extract.load_model = lambda kind, folder, dev, precision: random_model(
+            kind, configs[kind], dev, {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision])
+        for kind in ("dnabert", "esm"):
+            results[kind] = bench_one_gpu(kind, folders[kind], fastas[kind], configs[kind], device, peak, workdir,
+                                          original_dna)
+            print(json.dumps({kind: results[kind]}), flush=True)
     return results
 
 
-def fp32_original_vs_bf16_batched(embed, model, pad_id, original_tokens, original_budget, tokens, budget, flops, peak):
-    """(original tokens/s in fp32, our tokens/s in bf16, our MFU) for one model on the GPU.
+def bench_one_gpu(kind, folder, fasta, config, device, peak, workdir, original_dna):
+    from virnucpro.extract import extract_embeddings
+    from virnucpro.fasta import read_fasta
 
-    The model is converted to bf16 in place after the fp32 timing."""
-    run_batches(embed, model, original_tokens[:20], pad_id, original_budget)  # warm-up
-    _, t_orig = timed(lambda: run_batches(embed, model, original_tokens, pad_id, original_budget))
-    model.to(torch.bfloat16)
-    run_batches(embed, model, tokens[:500], pad_id, budget)  # warm-up
-    _, t_ours = timed(lambda: run_batches(embed, model, tokens, pad_id, budget))
-    rate = sum(len(t) for t in tokens) / t_ours
-    mfu = round(rate * flops / (peak * 1e12), 3) if peak else None
-    return sum(len(t) for t in original_tokens) / t_orig, rate, mfu
+    if kind == "dnabert":
+        tokenizer, embed, pad_id = DnabertTokenizer(folder), dnabert_embed, 3
+    else:
+        tokenizer, embed, pad_id = EsmTokens(folder), esm_embed, 1
+    encoded = tokenizer.encode([seq.upper() if kind == "dnabert" else seq for _, seq in read_fasta(fasta, None)])
+    n_tokens = sum(len(t) for t in encoded)
+    model = random_model(kind, config, device, torch.float32)
+    flops = flops_per_token(model, config["num_hidden_layers"], config["hidden_size"], n_tokens / len(encoded))
+    # The original's way, fp32: DNABERT-S one sequence at a time (on the first frames: it is slow),
+    # ESM-2 in batches of 2048 tokens.
+    original = encoded[:original_dna] if kind == "dnabert" else encoded
+    budget = 1 if kind == "dnabert" else 2048
+    run_batches(embed, model, original[:20], pad_id, budget)  # warm-up
+    _, t_original = timed(lambda: run_batches(embed, model, original, pad_id, budget))
+    original_rate = sum(len(t) for t in original) / t_original
+    reference = np.stack([embed(model, [t], pad_id, next(model.parameters()).device)[0] for t in encoded[:64]])
+    del model
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    output = os.path.join(workdir, f"{kind}.h5")
+    device_arg = "cuda" if device == "cuda" else "cpu"
+    warm = write_fasta(os.path.join(workdir, f"warm_{kind}.fa"), "w", [s for _, s in read_fasta(fasta, None)][:256])
+    extract_embeddings(kind, warm, output + ".warm", model=folder, device=device_arg, overwrite=True)  # compile, kernels
+    _, t_ours = timed(lambda: extract_embeddings(kind, fasta, output, model=folder, device=device_arg, overwrite=True))
+    rate = n_tokens / t_ours
+    ours = read_embeddings(output)[1][:64]
+    entry = dict(sequences=len(encoded), tokens=n_tokens, original_way="one sequence at a time, fp32" if kind == "dnabert"
+                 else "fp32 batches of 2048 tokens", original_tokens_per_s=round(original_rate),
+                 extract_tokens_per_s=round(rate), extract_seconds=round(t_ours, 2), speedup=round(rate / original_rate, 1),
+                 mfu=round(rate * flops / (peak * 1e12), 3) if peak else None,
+                 min_cosine_vs_fp32=cosine_min(ours, reference))
+    if device == "cuda":
+        entry["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return entry
 
 
-def main(n_dna=128, n_protein=64, gpu_n_dna=20000, gpu_n_protein=4000, repeats=3, cpu_only=False, gpu_only=False,
-         json=None, smoke_gpu_path_on_cpu=False):
+def main(n_dna=128, n_protein=64, gpu_n_dna=200000, gpu_n_protein=20000, genomes=None, tokenizer=None, repeats=3,
+         cpu_only=False, gpu_only=False, json=None, smoke_gpu_path_on_cpu=False):
     """Run the benchmarks and print one JSON line per measurement.
 
     Args:
@@ -253,6 +309,10 @@ def main(n_dna=128, n_protein=64, gpu_n_dna=20000, gpu_n_protein=4000, repeats=3
       n_protein: proteins embedded on CPU with the test models.
       gpu_n_dna: DNA frames embedded on the GPU with full-size DNABERT-S.
       gpu_n_protein: proteins embedded on the GPU with full-size ESM-2 3B.
+      genomes: FASTA of real genomes; their 500 bp frames (replicated) are the GPU inputs
+        (default: random frames of the same shape).
+      tokenizer: folder with the real DNABERT-2/DNABERT-S tokenizer.json (realistic token counts;
+        default: the test model's tokenizer).
       repeats: time each way this many times, keep the best.
       cpu_only: skip the GPU part.
       gpu_only: skip the CPU part.
@@ -270,10 +330,10 @@ def main(n_dna=128, n_protein=64, gpu_n_dna=20000, gpu_n_protein=4000, repeats=3
             results["cpu"] = bench_cpu(int(n_dna), int(n_protein), workdir)
     if smoke_gpu_path_on_cpu:
         shrink = dict(num_hidden_layers=1, hidden_size=64, num_attention_heads=4, intermediate_size=32)
-        results["gpu_smoke"] = bench_gpu(8, 8, device="cpu", shrink=shrink)
+        results["gpu_smoke"] = bench_gpu(16, 16, genomes, tokenizer, device="cpu", shrink=shrink, original_dna=16)
     elif not cpu_only:
         if torch.cuda.is_available():
-            results["gpu"] = bench_gpu(int(gpu_n_dna), int(gpu_n_protein))
+            results["gpu"] = bench_gpu(int(gpu_n_dna), int(gpu_n_protein), genomes, tokenizer)
         else:
             print("no CUDA GPU: GPU benchmark skipped", file=sys.stderr)
     results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]

@@ -28,10 +28,11 @@ def run_tool(tool, *args, check=True, env=None, cwd=None):
     return result
 
 
-def write_pickle_bomb(tmp_path, saved_expression, path):
+def write_pickle_bomb(tmp_path, saved_expression, path, legacy=False):
     """torch.save() into `path` an object whose unpickling runs `touch <marker>`; returns the marker.
 
-    `saved_expression` is the Python expression saved, with `Payload()` where the code hides."""
+    `saved_expression` is the Python expression saved, with `Payload()` where the code hides;
+    `legacy`: torch's pre-1.6 format (a bare pickle, read by torch.load, not a zip archive)."""
     marker = tmp_path / "ran"
     script = tmp_path / "evil.py"
     script.write_text(
@@ -39,7 +40,7 @@ def write_pickle_bomb(tmp_path, saved_expression, path):
         "class Payload:\n"
         "    def __reduce__(self):\n"
         f"        return (os.system, ('touch {marker}',))\n"
-        f"torch.save({saved_expression}, sys.argv[1])\n"
+        f"torch.save({saved_expression}, sys.argv[1], _use_new_zipfile_serialization={not legacy})\n"
     )
     subprocess.run([sys.executable, str(script), str(path)], check=True)
     return marker

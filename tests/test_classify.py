@@ -319,3 +319,59 @@ def test_non_ascii_ids_are_utf8_whatever_the_locale(original_classifier, tmp_pat
     bad = run_tool("virnucpro-classify", "--features", features, "--classifier", original_classifier["model"],
                    "--sequences", table, "--outdir", tmp_path / "bad", check=False)
     assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].endswith("not UTF-8 text, so not a sequences table")
+
+
+def test_tables_made_differently_are_refused_unless_overwrite(original_classifier, tmp_path):
+    import json
+    import shutil
+
+    oc = original_classifier
+    out = tmp_path / "out"
+    classify_features(oc["files"], oc["model"], out)
+    record = json.loads(read(out / "classify.json"))
+    assert record["threshold"] == 0.5 and record["chunk_size"] is None
+    assert len(record["made_from"]["features"]) == 2
+    tables = {name: read(out / name) for name in ("prediction_results.tsv", "sequence_summary.tsv")}
+    # The same features copied elsewhere are the same input: kept.
+    copies = [shutil.copy(path, tmp_path) for path in oc["files"]]
+    classify_features(copies, oc["model"], out)
+    for change, message in ((dict(threshold=0.7), "threshold differ"),
+                            (dict(features=oc["files"][:1]), "features differ")):
+        arguments = dict(features=oc["files"], classifier=oc["model"], outdir=out)
+        arguments.update(change)
+        with pytest.raises(UserError, match=rf"prediction_results.tsv exists but was made differently \({message}\); use --overwrite"):
+            classify_features(**arguments)
+    assert {name: read(out / name) for name in tables} == tables  # nothing replaced
+    classify_features(oc["files"], oc["model"], out, threshold=0.7, overwrite=True)
+    assert json.loads(read(out / "classify.json"))["threshold"] == 0.7
+    classify_features(oc["files"][:1], oc["model"], out, threshold=0.7, redo=True)  # predict's mode
+    assert len(read(out / "prediction_results.tsv").splitlines()) == 301
+
+
+def test_chunk_size_is_taken_from_translate_record(original_classifier, tmp_path):
+    import json
+
+    from virnucpro.translate import translate_fasta
+
+    fasta = tmp_path / "reads.fa"
+    fasta.write_text(">Contig0\n" + "ATGAAACCCGGGTTTAAACCC" * 100 + "\n")
+    translated = translate_fasta(str(fasta), str(tmp_path / "t"), chunk_size=300)
+    ids = ["Contig0_chunk_1F1", "Contig0_chunk_2F1"]
+    features = write_features_h5(tmp_path / "f.h5", ids, original_classifier["features"][:2])
+    classify_features(features, original_classifier["model"], tmp_path / "out", sequences=translated["sequences"])
+    record = json.loads(read(tmp_path / "out" / "classify.json"))
+    assert record["chunk_size"] == 300 and record["threshold"] == 0.5
+
+
+def test_non_finite_features_are_an_error_naming_the_frames(original_classifier, tmp_path):
+    ids = ["a_chunk_1F1", "a_chunk_1R1", "b_chunk_1F2"]
+    values = original_classifier["features"][:3].copy()
+    values[1, 7] = np.nan
+    values[2, 0] = -np.inf
+    features = write_features_h5(tmp_path / "f.h5", ids, values)
+    result = run_tool("virnucpro-classify", "--features", features, "--classifier", original_classifier["model"],
+                      "--outdir", tmp_path / "out", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "non-finite (NaN or infinite) features for frame(s) 'a_chunk_1R1', 'b_chunk_1F2'" in last
+    assert not os.path.exists(tmp_path / "out")

@@ -71,16 +71,32 @@ def test_batched_equals_unbatched(esm):
     np.testing.assert_allclose(together, alone, atol=1e-4, rtol=0)
 
 
-def test_only_the_first_1024_residues_count(esm):
-    _, model, tokens = esm
+def test_long_protein_goes_whole_through_the_model_and_the_mean_stops_at_1024(esm):
+    """As the original: the whole protein through ESM-2, the mean over residues 1..1024 only."""
+    from transformers import EsmModel, EsmTokenizer
+
+    folder, model, tokens = esm
     rng = np.random.default_rng(3)
     protein = "".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), size=MAX_RESIDUES + 76))
-    long_ids, head_ids = tokens.encode([protein, protein[:MAX_RESIDUES]])
-    assert len(long_ids) == MAX_RESIDUES + 2
-    np.testing.assert_array_equal(long_ids, head_ids)
+    long_ids = tokens.encode([protein])[0]
+    assert len(long_ids) == len(protein) + 2
     both = embed_batch(model, [long_ids, tokens.encode(["MKV"])[0]], tokens.pad_id, "cpu")
-    alone = embed_batch(model, [head_ids], tokens.pad_id, "cpu")
-    assert cosines(both[:1], alone).min() >= 0.9999
+    reference = EsmModel.from_pretrained(folder, add_pooling_layer=False).eval()
+    with torch.no_grad():  # unbatched transformers run of the whole protein
+        hidden = reference(**EsmTokenizer.from_pretrained(folder)(protein, return_tensors="pt")).last_hidden_state[0]
+    expected = hidden[1 : MAX_RESIDUES + 1].mean(0).numpy()
+    np.testing.assert_allclose(both[0], expected, atol=1e-5, rtol=0)
+    truncated_first = embed_batch(model, tokens.encode([protein[:MAX_RESIDUES]]), tokens.pad_id, "cpu")[0]
+    assert cosines(both[:1], truncated_first[None])[0] < cosines(both[:1], expected[None])[0]
+
+
+def test_proteins_over_the_cap_are_cut_with_a_warning(esm, caplog):
+    folder, _, _ = esm
+    capped = EsmTokens(folder, max_residues=50)
+    with caplog.at_level("WARNING"):
+        cut, kept = capped.encode(["M" * 80, "M" * 50])
+    assert len(cut) == len(kept) == 52
+    assert "1 proteins longer than 50 residues were cut" in caplog.text
 
 
 def test_missing_weights_are_an_error(tmp_path, test_models):

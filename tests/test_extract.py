@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 
 from virnucpro.errors import UserError
-from virnucpro.dnabert import DnabertTokenizer
 from virnucpro.embeddings_h5 import PartialEmbeddings, partial_path, read_embeddings
-from virnucpro.extract import extract_embeddings, plan_batches, plan_blocks, resolve_model
+from virnucpro.extract import extract_embeddings, plan_batches, resolve_model
 from virnucpro.fasta import read_fasta
 
 from helpers import DATA, REPO, files_in, run_tool
@@ -133,9 +132,9 @@ KILL_AFTER_TWO_BLOCKS = textwrap.dedent("""
     write_block = embeddings_h5.PartialEmbeddings.write_block
     written = []
 
-    def write_then_die(self, rows, embeddings):
-        write_block(self, rows, embeddings)
-        written.append(len(rows))
+    def write_then_die(self, start, embeddings):
+        write_block(self, start, embeddings)
+        written.append(len(embeddings))
         if len(written) == 2:
             os.kill(os.getpid(), signal.SIGKILL)  # no cleanup of any kind runs
 
@@ -144,15 +143,20 @@ KILL_AFTER_TWO_BLOCKS = textwrap.dedent("""
 """)
 
 
+def python_script(script, *args):
+    """Command and environment to run `script` with this repository importable."""
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return [sys.executable, "-c", script, *map(str, args)], env
+
+
 def test_killed_run_resumes_from_its_last_block_and_matches(tmp_path, test_models, monkeypatch):
     model = test_models["dnabert"]
     whole = tmp_path / "whole.h5"
     extract_embeddings("dnabert", DNA, whole, model=model, device="cpu", batch_tokens=500, block_size=8)
 
     output = tmp_path / "resumed.h5"
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_TWO_BLOCKS, DNA, str(output), model], env=env,
-                            capture_output=True, text=True)
+    command, env = python_script(KILL_AFTER_TWO_BLOCKS, DNA, output, model)
+    killed = subprocess.run(command, env=env, capture_output=True, text=True)
     assert killed.returncode == -9, killed.stderr
     assert not output.exists() and os.path.exists(partial_path(output))
     with h5py.File(partial_path(output)) as handle:
@@ -160,16 +164,15 @@ def test_killed_run_resumes_from_its_last_block_and_matches(tmp_path, test_model
 
     written = []
     write_block = PartialEmbeddings.write_block
-    def counting_write_block(self, rows, embeddings):
-        written.append(len(rows))
-        write_block(self, rows, embeddings)
+    def counting_write_block(self, start, embeddings):
+        written.append(start)
+        write_block(self, start, embeddings)
 
     monkeypatch.setattr(PartialEmbeddings, "write_block", counting_write_block)
     extract_embeddings("dnabert", DNA, output, model=model, device="cpu", batch_tokens=500, block_size=8)
 
-    lengths = [len(t) for t in DnabertTokenizer(model).encode([seq for _, seq in read_fasta(DNA)])]
-    total_blocks = len(plan_blocks(plan_batches(lengths, 500), 8))
-    assert len(written) == total_blocks - 2  # the two saved blocks were not redone
+    total = len(list(read_fasta(DNA)))
+    assert written == list(range(16, total, 8))  # the two saved blocks (windows of 8) were not redone
     assert not os.path.exists(partial_path(output))
     ids_a, emb_a, attrs_a = read_embeddings(whole)
     ids_b, emb_b, attrs_b = read_embeddings(output)
@@ -227,12 +230,19 @@ def test_a_model_that_fails_to_load_in_spawned_workers_is_a_one_line_error(tmp_p
 
 
 KILLED_PARENT = textwrap.dedent("""
-    import os, sys, time
-    from virnucpro.extract import embed_batches
+    import sys, time
+    from virnucpro.extract import _embed_in_worker, _init_pool_worker
+    from virnucpro.parallel import ordered_map
+    import multiprocessing
+    import numpy as np
 
     if __name__ == "__main__":
-        batches = ([[1, 5, 6, 2]] for _ in range(4))
-        results = embed_batches("dnabert", sys.argv[1], ["cpu", "cpu"], "fp32", batches, threads=1)
+        devices = multiprocessing.get_context("spawn").Queue()
+        for _ in range(2):
+            devices.put("cpu")
+        tasks = ((np.array([[1, 5, 6, 2]]), np.ones((1, 4), dtype=np.int64)) for _ in range(4))
+        results = ordered_map(_embed_in_worker, tasks, 2, initializer=_init_pool_worker,
+                              initargs=("dnabert", sys.argv[1], devices, "fp32", False, 1))
         next(results)
         print("ready", flush=True)
         time.sleep(600)  # killed here, its two workers idle
@@ -317,9 +327,8 @@ def test_batches_respect_the_token_budget():
         assert len(batch) == 1 or len(batch) * lengths[batch].max() <= 1000
     assert list(lengths[covered]) == sorted(lengths, reverse=True)
     assert plan_batches([5000, 3], 1000)[0].tolist() == [0]  # too long alone still runs
-    blocks = plan_blocks(batches, 64)
-    assert [b for block in blocks for b in block] == batches
-    assert all(sum(map(len, block)) >= 64 for block in blocks[:-1])
+    for batch in plan_batches(lengths, 1000, multiple=8):  # lengths are padded up to multiples of 8
+        assert len(batch) == 1 or len(batch) * (-(-lengths[batch].max() // 8) * 8) <= 1000
 
 
 def test_cli_runs_and_reports_bad_input_in_one_line(tmp_path, test_models, dna):
@@ -372,3 +381,186 @@ def test_revision_of_a_fetched_folder_is_its_recorded_commit(tmp_path, test_mode
     assert digest.startswith("sha256:")
     (folder / "virnucpro_model.json").write_text(json.dumps({"model": "zhihan1996/DNABERT-S", "commit": "abc123"}))
     assert resolve_model("dnabert", str(folder)) == (str(folder), "abc123")
+
+
+HOLD_AFTER_FIRST_BLOCK = textwrap.dedent("""
+    import sys
+    from virnucpro import embeddings_h5
+    from virnucpro.extract import extract_embeddings
+
+    write_block = embeddings_h5.PartialEmbeddings.write_block
+
+    def write_then_wait(self, start, embeddings):
+        write_block(self, start, embeddings)
+        if start == 0:
+            print("first block written", flush=True)
+            sys.stdin.readline()  # held here while the second run tries the same output
+
+    embeddings_h5.PartialEmbeddings.write_block = write_then_wait
+    extract_embeddings("dnabert", sys.argv[1], sys.argv[2], model=sys.argv[3], device="cpu", batch_tokens=500, block_size=8)
+""")
+
+
+def test_a_second_run_on_the_same_output_stops_at_once_and_spares_the_first(tmp_path, test_models):
+    model = test_models["dnabert"]
+    alone = tmp_path / "alone.h5"
+    extract_embeddings("dnabert", DNA, alone, model=model, device="cpu", batch_tokens=500, block_size=8)
+    output = tmp_path / "shared.h5"
+    command, env = python_script(HOLD_AFTER_FIRST_BLOCK, DNA, output, model)
+    first = subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        assert first.stdout.readline().strip() == "first block written"
+        second = run_tool("virnucpro-extract", "dnabert", "--input", DNA, "--output", output, "--model", model,
+                          "--device", "cpu", "--batch_tokens", 500, "--block_size", 8, check=False)
+        assert second.returncode == 1
+        last = second.stderr.strip().splitlines()[-1]
+        assert last.startswith("virnucpro-extract: error: ") and "being written by another run" in last, second.stderr
+        assert "Traceback" not in second.stderr
+        with h5py.File(partial_path(output), "r", locking=False) as handle:  # the first run's work is untouched
+            assert handle.attrs["blocks_done"] == 1
+        first.stdin.write("go on\n")
+        first.stdin.flush()
+        _, stderr = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 0, stderr
+    ids_a, emb_a, _ = read_embeddings(alone)
+    ids_b, emb_b, _ = read_embeddings(output)
+    assert ids_a == ids_b
+    np.testing.assert_array_equal(emb_a, emb_b)
+    assert sorted(files_in(tmp_path)) == ["alone.h5", "shared.h5"]
+
+
+def _failing_pooled(monkeypatch, fail):
+    """Make DNABERT's pooled forward raise or corrupt what `fail(ids)` says, as a device would."""
+    from virnucpro import dnabert
+
+    real = dnabert.pooled
+
+    def pooled(model, ids, mask):
+        return fail(ids) or real(model, ids, mask)
+
+    monkeypatch.setattr(dnabert, "pooled", pooled)
+    return real
+
+
+def test_out_of_memory_splits_the_batch_and_gives_the_same_vectors(tmp_path, test_models, dna, monkeypatch, caplog):
+    import torch
+
+    expected = tmp_path / "expected.h5"
+    extract_embeddings("dnabert", dna, expected, model=test_models["dnabert"], device="cpu", batch_tokens=2000)
+    sizes = []
+
+    def oom_above_two(ids):
+        sizes.append(len(ids))
+        if len(ids) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+    _failing_pooled(monkeypatch, oom_above_two)
+    output = tmp_path / "split.h5"
+    with caplog.at_level("WARNING"):
+        extract_embeddings("dnabert", dna, output, model=test_models["dnabert"], device="cpu", batch_tokens=2000)
+    assert max(sizes) > 2 and "out of memory" in caplog.text and "splitting it into" in caplog.text
+    ids_a, emb_a, _ = read_embeddings(expected)
+    ids_b, emb_b, _ = read_embeddings(output)
+    assert ids_a == ids_b
+    np.testing.assert_allclose(emb_a, emb_b, atol=1e-5, rtol=0)
+
+    def always(ids):
+        raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+    _failing_pooled(monkeypatch, always)
+    with pytest.raises(UserError, match="out of memory on cpu for a single sequence"):
+        extract_embeddings("dnabert", dna, tmp_path / "never.h5", model=test_models["dnabert"], device="cpu")
+    assert not (tmp_path / "never.h5").exists()
+
+
+def test_non_finite_embeddings_stop_the_tool_naming_the_sequences(tmp_path, test_models, dna, monkeypatch):
+    import torch
+
+    names = [name for name, _ in read_fasta(dna)]
+    real = _failing_pooled(monkeypatch, lambda ids: None)
+    from virnucpro import dnabert
+
+    def nan_for_longest(model, ids, mask):
+        vectors = real(model, ids, mask)
+        lengths = mask.sum(1)
+        return torch.where((lengths == lengths.max())[:, None] & (lengths.max() > 100), torch.nan, vectors)
+
+    monkeypatch.setattr(dnabert, "pooled", nan_for_longest)
+    output = tmp_path / "nan.h5"
+    with pytest.raises(UserError, match=r"NaN or Inf for \d+ sequence\(s\) \(.+\)") as error:
+        extract_embeddings("dnabert", dna, output, model=test_models["dnabert"], device="cpu", batch_tokens=400)
+    assert any(name in str(error.value) for name in names)
+    assert not output.exists()
+
+
+def test_compiled_esm_equals_eager(tmp_path, test_models, proteins):
+    eager, compiled = tmp_path / "eager.h5", tmp_path / "compiled.h5"
+    extract_embeddings("esm", proteins, eager, model=test_models["esm"], device="cpu", compile="off")
+    extract_embeddings("esm", proteins, compiled, model=test_models["esm"], device="cpu", compile="on")
+    assert cosines(read_embeddings(eager)[1], read_embeddings(compiled)[1]).min() >= 0.99999
+
+
+def test_precision_and_compile_auto_follow_the_device():
+    from virnucpro.extract import resolve_compile, resolve_precision
+
+    assert resolve_precision("auto", "cpu") == "fp32" and resolve_precision("auto", "cuda") == "bf16"
+    assert resolve_precision("fp16", "cpu") == "fp16"
+    assert resolve_compile("auto", "cpu") is False and resolve_compile("auto", "cuda") is True
+    assert resolve_compile("off", "cuda") is False and resolve_compile(True, "cpu") is True
+    with pytest.raises(UserError, match="--compile maybe"):
+        resolve_compile("maybe", "cpu")
+
+
+def test_one_embedder_embeds_several_files_with_one_model_load(tmp_path, test_models, dna, proteins, monkeypatch):
+    from virnucpro import extract
+
+    loads = []
+    real = extract.load_runner
+    monkeypatch.setattr(extract, "load_runner", lambda *args: loads.append(args) or real(*args))
+    with extract.Embedder("dnabert", model=test_models["dnabert"], device="cpu", threads=1) as embedder:
+        first = embedder.embed(dna, tmp_path / "a.h5")
+        second = embedder.embed(DNA, tmp_path / "b.h5")
+    assert len(loads) == 1
+    single = tmp_path / "single.h5"
+    extract_embeddings("dnabert", DNA, single, model=test_models["dnabert"], device="cpu")
+    np.testing.assert_array_equal(read_embeddings(second)[1], read_embeddings(single)[1])
+    assert len(read_embeddings(first)[0]) == 12
+
+
+def test_threads_option_sets_torch_threads(tmp_path, test_models, dna):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        extract_embeddings("dnabert", dna, tmp_path / "t.h5", model=test_models["dnabert"], device="cpu", threads=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(UserError, match="--threads 0: must be a positive whole number"):
+        extract_embeddings("dnabert", dna, tmp_path / "u.h5", model=test_models["dnabert"], device="cpu", threads=0)
+
+
+def test_pool_workers_leave_ctrl_c_to_their_parent():
+    """Ctrl-C reaches every process of the group: workers ignore it (no worker tracebacks)."""
+    import signal
+
+    from virnucpro.parallel import ordered_map
+
+    handlers = list(ordered_map(signal.getsignal, [signal.SIGINT] * 4, 2))
+    assert handlers == [signal.SIG_IGN] * 4
+
+
+def test_esm_cap_is_part_of_the_output_identity(tmp_path, test_models):
+    """A long protein's vector depends on --max_residues, so an output made with another cap is not reused."""
+    fasta = tmp_path / "long.faa"
+    fasta.write_text(">long\n" + "MKV" * 30 + "\n>short\nMKVLA\n")
+    output = tmp_path / "long.h5"
+    extract_embeddings("esm", fasta, output, model=test_models["esm"], device="cpu", max_residues=50)
+    assert "cut to 50" in read_embeddings(output)[2]["pooling"]
+    with pytest.raises(UserError, match="pooling differ"):
+        extract_embeddings("esm", fasta, output, model=test_models["esm"], device="cpu")

@@ -1,5 +1,6 @@
 """virnucpro-merge: the original's merge reproduced exactly, id checks, row blocks, many pairs."""
 
+import json
 import os
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from helpers import DATA, REPO, run_tool, write_pickle_bomb
+from helpers import DATA, REPO, files_in, run_tool, write_pickle_bomb
 from virnucpro.errors import UserError
 from virnucpro.merge import merge_features, merge_pairs, pair_inputs, shard_key
 
@@ -287,3 +288,40 @@ def test_cli_many_pairs_reports_the_failing_pair_and_exits_1(tmp_path):
     assert "pair 'b' failed" in result.stderr
     assert result.stderr.strip().splitlines()[-1] == "virnucpro-merge: error: 1 of 2 pair(s) failed: 'b'"
     assert os.listdir(tmp_path / "out") == ["g.features.h5"]
+
+
+def test_output_made_from_other_inputs_is_refused_unless_overwrite(tmp_path):
+    import shutil
+
+    n_path, p_path, _, _ = make_pair(tmp_path, 8)
+    out = merge_features(n_path, p_path, tmp_path / "out.h5")
+    with h5py.File(out, "r") as handle:
+        made_from = json.loads(handle.attrs["made_from"])
+    assert made_from["skip_missing"] is False and set(made_from) == {"nucleotide", "protein", "skip_missing"}
+    # The same content elsewhere (a copy, other times) is the same input: skipped.
+    os.mkdir(tmp_path / "copy")
+    copies = [shutil.copy(p, tmp_path / "copy") for p in (n_path, p_path)]
+    os.utime(out, (1, 1))
+    merge_features(*copies, out)
+    assert os.stat(out).st_mtime == 1
+    other_n, other_p, _, other = make_pair(tmp_path / "copy", 8, name="t", seed=3)
+    with pytest.raises(UserError, match=r"out.h5 exists but was made differently \(protein differ\); use --overwrite"):
+        merge_features(n_path, other_p, out)
+    with pytest.raises(UserError, match=r"skip_missing differ"):
+        merge_features(n_path, p_path, out, skip_missing=True)
+    assert os.stat(out).st_mtime == 1  # nothing replaced
+    merge_features(other_n, other_p, out, overwrite=True)
+    assert np.array_equal(read_features(out)[1], other)
+    merge_features(n_path, p_path, out, redo=True)  # predict's mode: made again, no error
+    assert np.array_equal(read_features(out)[1][:, :6], read_features(merge_features(n_path, p_path, tmp_path / "o2.h5"))[1][:, :6])
+
+
+def test_non_finite_embeddings_are_an_error_naming_the_frames(tmp_path):
+    n_path, p_path, ids, _ = make_pair(tmp_path, 8, shuffle_protein=False)
+    with h5py.File(p_path, "a") as handle:
+        rows = handle["embeddings"][()]
+        rows[2, 1], rows[5, 0] = np.nan, np.inf
+        handle["embeddings"][...] = rows
+    with pytest.raises(UserError, match=rf"non-finite .* 2 frame\(s\) .*'{ids[2]}', '{ids[5]}'"):
+        merge_features(n_path, p_path, tmp_path / "out.h5")
+    assert files_in(tmp_path) == sorted(os.path.basename(p) for p in (n_path, p_path))

@@ -1,8 +1,10 @@
 """virnucpro-predict end to end with the tiny test models: complete, resumable, a no-op when done."""
 
 import glob
+import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -107,17 +109,73 @@ def test_killed_run_resumes_to_the_clean_result(clean_run, test_models, small_fa
     assert leftovers == []
 
 
-def test_other_settings_in_the_same_outdir_are_refused_unless_overwrite(clean_run, test_models, small_fasta, tmp_path):
+def stage_files(outdir):
+    """Modification times of the files of stages 1-4 (translate, embeddings, merge)."""
+    return {path: mtime for path, mtime in all_files(outdir).items() if path.startswith(("1_", "2_", "3_", "4_"))}
+
+
+def other_classifier(test_models, path):
+    """The test classifier with other weights (a state dict): other scores, same input size."""
+    import torch
+
+    from virnucpro.classifier import load_classifier
+
+    state = load_classifier(test_models["classifier"]).state_dict()
+    state["output_layer.bias"] = state["output_layer.bias"] + torch.tensor([0.0, 3.0])
+    torch.save(state, path)
+    return str(path)
+
+
+def test_threshold_or_classifier_change_redoes_only_classify_and_report(clean_run, test_models, small_fasta, tmp_path):
     outdir = tmp_path / "run"
-    run_tool("virnucpro-predict", *predict_args(test_models, small_fasta, outdir))
-    refused = run_tool("virnucpro-predict", *predict_args(test_models, small_fasta, outdir, "--threshold", 0.9), check=False)
-    assert refused.returncode == 1
-    assert "other settings (threshold" in refused.stderr.strip().splitlines()[-1]
-    run_tool("virnucpro-predict", *predict_args(test_models, small_fasta, outdir, "--threshold", 0.9, "--overwrite"))
+    shutil.copytree(clean_run["outdir"], outdir)
+    (outdir / ".notes.tmp").write_text("mine")  # a user's file: never the tool's to delete
+    (outdir / ".run.json.abcd1234.tmp").write_text("left by a killed run")  # the tool's own temporary name
+    embeddings = stage_files(outdir)
+    result = run_tool("virnucpro-predict", *predict_args(test_models, small_fasta, outdir, "--threshold", 0.9))
+    assert stage_files(outdir) == embeddings  # translate, embeddings and merge untouched
+    for stage in ("translate", "dnabert", "esm", "merge"):
+        assert f"{stage}: already complete, skipped" in result.stderr
+    assert "classify: done" in result.stderr and "report: done" in result.stderr
+    assert "threshold: 0.5 before, 0.9 now" in result.stderr
     assert read(outdir / "prediction_results.tsv") == read(os.path.join(clean_run["outdir"], "prediction_results.tsv"))
-    verdicts = [line.split("\t")[-1] for line in read(outdir / "sequence_summary.tsv").splitlines()[1:]]
-    scores = [float(line.split("\t")[-2]) for line in read(outdir / "sequence_summary.tsv").splitlines()[1:]]
-    assert verdicts == ["virus" if s >= 0.9 else "others" for s in scores]
+    rows = [line.split("\t") for line in read(outdir / "sequence_summary.tsv").splitlines()[1:]]
+    assert [row[-1] for row in rows] == ["virus" if float(row[-2]) >= 0.9 else "others" for row in rows]
+    assert json.loads(read(outdir / "classify.json"))["threshold"] == 0.9
+    assert "score &gt;= 0.9" in read(outdir / "report.html")
+    assert read(outdir / ".notes.tmp") == "mine" and not (outdir / ".run.json.abcd1234.tmp").exists()
+
+    changed = other_classifier(test_models, tmp_path / "other.pth")
+    args = predict_args(test_models, small_fasta, outdir, "--threshold", 0.9)
+    args[args.index("--classifier") + 1] = changed
+    result = run_tool("virnucpro-predict", *args)
+    assert stage_files(outdir) == embeddings and "classifier_sha256" in result.stderr
+    assert read(outdir / "prediction_results.tsv") != read(os.path.join(clean_run["outdir"], "prediction_results.tsv"))
+
+
+def test_other_early_settings_are_refused_before_any_work_unless_overwrite(clean_run, test_models, small_fasta, tmp_path):
+    outdir = tmp_path / "run"
+    shutil.copytree(clean_run["outdir"], outdir)
+    before = all_files(outdir)
+    refused = run_tool("virnucpro-predict", *predict_args(test_models, small_fasta, outdir, "--shard_size", 5), check=False)
+    assert refused.returncode == 1
+    assert "other settings (shard_size: 0 before, 5 now)" in refused.stderr.strip().splitlines()[-1]
+    assert "[1/6]" not in refused.stderr and all_files(outdir) == before
+    run_tool("virnucpro-predict", *predict_args(test_models, small_fasta, outdir, "--shard_size", 5, "--overwrite"))
+    assert read(outdir / "prediction_results.tsv") == read(os.path.join(clean_run["outdir"], "prediction_results.tsv"))
+    assert len(glob.glob(str(outdir / "4_merge" / "*.features.h5"))) > 1
+
+
+def test_a_run_that_failed_early_does_not_block_the_corrected_one(clean_run, test_models, small_fasta, tmp_path):
+    outdir = tmp_path / "run"
+    typo = predict_args(test_models, small_fasta, outdir)
+    typo[typo.index("--dnabert_model") + 1] = str(tmp_path / "dnabert_tpyo")
+    failed = run_tool("virnucpro-predict", *typo, check=False)
+    assert failed.returncode == 1 and "dnabert_tpyo" in failed.stderr.strip().splitlines()[-1]
+    assert os.path.exists(outdir / "1_translate")  # it got that far
+    run_tool("virnucpro-predict", *predict_args(test_models, small_fasta, outdir))
+    for name in FINAL:
+        assert read(outdir / name) == read(os.path.join(clean_run["outdir"], name)), name
 
 
 @pytest.mark.parametrize("content, message", [
@@ -143,7 +201,21 @@ def test_bad_classifier_fails_before_any_embedding(test_models, small_fasta, tmp
     result = run_tool("virnucpro-predict", *args, check=False)
     assert result.returncode == 1
     assert "not a VirNucPro classifier" in result.stderr
-    assert not os.path.exists(tmp_path / "out" / "2_dnabert")
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_classifier_of_the_wrong_input_size_fails_before_any_work(test_models, small_fasta, tmp_path):
+    import torch
+
+    from virnucpro.classifier import MLPClassifier
+
+    torch.save(MLPClassifier(input_dim=1024).state_dict(), tmp_path / "narrow.pth")
+    args = predict_args(test_models, small_fasta, tmp_path / "out")
+    args[args.index("--classifier") + 1] = tmp_path / "narrow.pth"
+    result = run_tool("virnucpro-predict", *args, check=False)
+    assert result.returncode == 1
+    assert "takes 1024 features, but VirNucPro features have 3328" in result.stderr.strip().splitlines()[-1]
+    assert not os.path.exists(tmp_path / "out")
 
 
 @pytest.mark.slow

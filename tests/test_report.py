@@ -40,7 +40,7 @@ def read(path):
 def test_report_from_the_tables_is_self_contained(tiny_run, tmp_path):
     result = run_tool("virnucpro-report", *report_args(tiny_run, tmp_path / "out", "--name", "my sample"))
     assert result.stdout == ""
-    assert files_in(tmp_path / "out") == ["report.html"]  # no temporaries left
+    assert files_in(tmp_path / "out") == ["report.html", "report.json"]  # no temporaries left
     page = read(tmp_path / "out" / "report.html")
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     images = re.findall(r"<img [^>]*src='([^']*)'", page)
@@ -108,7 +108,7 @@ def test_empty_run_gives_a_report(tmp_path):
     ("sequence_summary.tsv", "SUMMARY_HEADER\nx\t500\tone\t1\t1\t1.0\t0.9\tvirus\n", "line 2: expected 8"),
     ("sequence_summary.tsv", "SUMMARY_HEADER\nx\t0\t1\t0\t0\tNA\tNA\tunscored\n", "has length 0"),
     ("sequence_summary.tsv", b"\xff\xfe\x00binary", "not a text file"),
-    ("prediction_results.tsv", "FOLDER", "cannot read it"),
+    ("prediction_results.tsv", "FOLDER", "is a folder"),
 ])
 def test_bad_input_is_one_line_error_and_no_output(tiny_run, tmp_path, broken, content, message):
     from virnucpro.classify import SUMMARY_COLUMNS
@@ -148,3 +148,53 @@ def test_sequence_ids_with_dollar_signs_and_unicode_are_drawn_as_written(tmp_pat
     assert page.count("<img") == 4  # frame scores, sequence scores, verdicts, chunk tracks
     for i in ids:
         assert f">{html.escape(i)}</td>" in page
+
+
+def test_threshold_and_chunk_size_default_to_what_classify_recorded(tiny_run, test_models, tmp_path):
+    from virnucpro.classify import classify_features
+
+    run_dir = os.path.dirname(tiny_run["sequence_summary.tsv"])
+    tables = classify_features(os.path.join(run_dir, "4_merge", "tiny.features.h5"), test_models["classifier"],
+                               tmp_path / "c", sequences=os.path.join(run_dir, "1_translate", "tiny.sequences.tsv"),
+                               threshold=0.25)
+    args = ["--predictions", tables["predictions"], "--summary", tables["summary"]]
+    result = run_tool("virnucpro-report", *args, "--outdir", tmp_path / "r")
+    page = read(tmp_path / "r" / "report.html")
+    assert "<td>threshold</td><td>0.25</td>" in page and "<td>chunk_size</td><td>500</td>" in page
+    assert "another threshold" not in result.stderr
+    # A summary the record does not vouch for (edited, or from elsewhere) gets the plain defaults.
+    edited = tmp_path / "e" / "sequence_summary.tsv"
+    edited.parent.mkdir()
+    edited.write_text(read(tables["summary"]) + "extra\t10\t1\t0\t0\tNA\tNA\tunscored\n")
+    (tmp_path / "e" / "classify.json").write_text(read(tmp_path / "c" / "classify.json").replace("0.25", "0.75"))
+    run_tool("virnucpro-report", "--predictions", tables["predictions"], "--summary", edited, "--outdir", tmp_path / "e")
+    assert "<td>threshold</td><td>0.5</td>" in read(tmp_path / "e" / "report.html")
+
+
+def test_report_made_from_other_tables_is_refused_unless_overwrite(tiny_run, tmp_path):
+    run_tool("virnucpro-report", *report_args(tiny_run, tmp_path))
+    before = read(tmp_path / "report.html")
+    other = dict(tiny_run)
+    other["sequence_summary.tsv"] = str(tmp_path / "sequence_summary.tsv")
+    with open(other["sequence_summary.tsv"], "w") as handle:
+        handle.write(read(tiny_run["sequence_summary.tsv"]))
+        handle.write("extra\t10\t1\t0\t0\tNA\tNA\tunscored\n")
+    refused = run_tool("virnucpro-report", *report_args(other, tmp_path), check=False)
+    assert refused.returncode == 1
+    assert "report.html exists but was made differently (input_name, tables differ); use --overwrite" in refused.stderr
+    changed = run_tool("virnucpro-report", *report_args(tiny_run, tmp_path, "--threshold", "0.3"), check=False)
+    assert changed.returncode == 1 and "(threshold differ)" in changed.stderr
+    assert read(tmp_path / "report.html") == before
+    run_tool("virnucpro-report", *report_args(other, tmp_path, "--overwrite"))
+    assert "extra" in read(tmp_path / "report.html")
+
+
+def test_non_finite_scores_are_an_error(tmp_path):
+    from virnucpro.classify import SUMMARY_COLUMNS
+
+    (tmp_path / "prediction_results.tsv").write_text("Sequence_ID\tPrediction\tscore1\tscore2\nx_chunk_1F1\tothers\tnan\t0.5\n")
+    (tmp_path / "sequence_summary.tsv").write_text("\t".join(SUMMARY_COLUMNS) + "\nx\t500\t1\t1\t0\t0.0\t0.5\tothers\n")
+    tables = {name: str(tmp_path / name) for name in TABLES}
+    result = run_tool("virnucpro-report", *report_args(tables, tmp_path / "out"), check=False)
+    assert result.returncode == 1 and "line 2: frame 'x_chunk_1F1' has a non-finite score" in result.stderr
+    assert not os.path.exists(tmp_path / "out")

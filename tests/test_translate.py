@@ -1,6 +1,7 @@
 """virnucpro-translate against the original's outputs and a plain reference of SPEC 1.1-1.2."""
 
 import gzip
+import json
 import os
 import random
 import shutil
@@ -9,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from virnucpro.errors import UserError
 from virnucpro.fasta import stem
 from virnucpro.translate import chunk_bounds, translate_fasta, translate_records
 
@@ -159,13 +161,20 @@ def test_resume_skips_a_complete_output_and_overwrite_redoes_it(tmp_path):
     assert "already complete" in again.stderr and os.stat(protein).st_mtime_ns == before
     run_tool("virnucpro-translate", "--input", source, "--outdir", tmp_path, "--overwrite")
     assert os.stat(protein).st_mtime_ns != before
-    changed = run_tool("virnucpro-translate", "--input", source, "--outdir", tmp_path, "--chunk_size", 300)
-    assert "already complete" not in changed.stderr
+    before = os.stat(protein).st_mtime_ns
+    changed = run_tool("virnucpro-translate", "--input", source, "--outdir", tmp_path, "--chunk_size", 300, check=False)
+    assert changed.returncode == 1 and "made differently (chunk_size differ); use --overwrite" in changed.stderr
+    assert os.stat(protein).st_mtime_ns == before
+    run_tool("virnucpro-translate", "--input", source, "--outdir", tmp_path, "--chunk_size", 300, "--overwrite")
+    with open(tmp_path / "test_with_orfs.translate.json") as handle:
+        assert json.load(handle)["settings"]["chunk_size"] == 300
 
 
 def test_resharding_removes_the_earlier_pairs(tmp_path):
     translate_fasta(EIGHT, str(tmp_path), chunk_size=500, shard_size=500)
-    translate_fasta(EIGHT, str(tmp_path), chunk_size=500)
+    with pytest.raises(UserError, match="shard_size differ"):
+        translate_fasta(EIGHT, str(tmp_path), chunk_size=500)
+    translate_fasta(EIGHT, str(tmp_path), chunk_size=500, overwrite=True)
     assert [n for n in files_in(tmp_path) if n.endswith(".fa")] == ["8seq.nucleotide.fa", "8seq.protein.fa"]
 
 
@@ -216,12 +225,16 @@ def test_missing_input_and_bad_options(tmp_path):
     assert files_in(tmp_path / "o") == []
 
 
-def test_a_changed_input_with_the_same_name_is_translated_again(tmp_path):
+def test_a_changed_input_with_the_same_name_is_refused_then_translated_again(tmp_path):
     path = tmp_path / "reads.fa"
     path.write_text(">a\nATGAAACCCGGG\n")
     translate_fasta(str(path), str(tmp_path / "out"), chunk_size=300)
+    os.utime(path, (1, 1))  # only the time changed: the same input
+    translate_fasta(str(path), str(tmp_path / "out"), chunk_size=300)
     path.write_text(">b\nATGAAACCCGGGTTT\n")
-    out = translate_fasta(str(path), str(tmp_path / "out"), chunk_size=300)
+    with pytest.raises(UserError, match="input_sha256 differ"):
+        translate_fasta(str(path), str(tmp_path / "out"), chunk_size=300)
+    out = translate_fasta(str(path), str(tmp_path / "out"), chunk_size=300, overwrite=True)
     assert [i for i, _ in read_fasta_pairs(out["protein"][0])][0].startswith("b_chunk_1")
 
 

@@ -7,13 +7,11 @@ pickled class name is mapped to an inert stand-in, its tensors are taken out as 
 loaded strictly into this module's own MLP. Plain state dicts and safetensors files load too.
 """
 
+import functools
 import struct
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
 from .errors import UserError
+from .pt_io import one_line, torch_load_problem
 
 #: Class 0 and class 1 of the published models.
 CLASS_NAMES = ("others", "virus")
@@ -31,39 +29,56 @@ _EXPECTED_KEYS = {
 _OPTIONAL_KEYS = {"bn1.num_batches_tracked"}
 
 
-class MLPClassifier(nn.Module):
-    """Linear(input, hidden) -> BatchNorm1d -> ReLU -> Dropout(0.5) -> Linear(hidden, 2), as trained."""
+@functools.lru_cache(maxsize=None)
+def _module_classes():
+    """(MLPClassifier, its inert pickled stand-in): torch classes made on first use, so that importing
+    this module (every tool's --help does) does not import torch."""
+    import torch.nn.functional as F
+    from torch import nn
 
-    def __init__(self, input_dim=3328, hidden_dim=512, num_class=2):
-        super().__init__()
-        self.hidden_layer = nn.Linear(input_dim, hidden_dim)
-        self.bn1 = nn.BatchNorm1d(hidden_dim)
-        self.output_layer = nn.Linear(hidden_dim, num_class)
-        self.dropout = nn.Dropout(0.5)
+    class MLPClassifier(nn.Module):
+        """Linear(input, hidden) -> BatchNorm1d -> ReLU -> Dropout(0.5) -> Linear(hidden, 2), as trained."""
 
-    def forward(self, x):
-        x = self.hidden_layer(x)
-        x = self.bn1(x)
-        x = F.relu(x)
-        x = self.dropout(x)
-        return self.output_layer(x)
+        def __init__(self, input_dim=3328, hidden_dim=512, num_class=2):
+            super().__init__()
+            self.hidden_layer = nn.Linear(input_dim, hidden_dim)
+            self.bn1 = nn.BatchNorm1d(hidden_dim)
+            self.output_layer = nn.Linear(hidden_dim, num_class)
+            self.dropout = nn.Dropout(0.5)
 
-    @property
-    def input_dim(self):
-        return self.hidden_layer.in_features
+        def forward(self, x):
+            x = self.hidden_layer(x)
+            x = self.bn1(x)
+            x = F.relu(x)
+            x = self.dropout(x)
+            return self.output_layer(x)
+
+        @property
+        def input_dim(self):
+            return self.hidden_layer.in_features
+
+    class PickledMLPClassifier(nn.Module):
+        """Inert stand-in for the training script's `__main__.MLPClassifier`: only holds tensors.
+
+        The weights-only unpickler creates it without calling __init__ and fills its attribute
+        dictionary; nothing of it is ever run, its state dict is copied into a fresh MLPClassifier.
+        """
+
+    MLPClassifier.__qualname__ = "MLPClassifier"  # pickled by reference as virnucpro.classifier.MLPClassifier
+    return MLPClassifier, PickledMLPClassifier
 
 
-class _PickledMLPClassifier(nn.Module):
-    """Inert stand-in for the training script's `__main__.MLPClassifier`: only holds tensors.
-
-    The weights-only unpickler creates it without calling __init__ and fills its attribute
-    dictionary; nothing of it is ever run, its state dict is copied into a fresh MLPClassifier.
-    """
+def __getattr__(name):
+    if name == "MLPClassifier":
+        return _module_classes()[0]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _safe_globals():
+    from torch import nn
+
     return [
-        (_PickledMLPClassifier, "__main__.MLPClassifier"),
+        (_module_classes()[1], "__main__.MLPClassifier"),
         nn.Linear,
         nn.BatchNorm1d,
         nn.Dropout,
@@ -80,16 +95,6 @@ def _is_safetensors(path):
     return 0 < header_len < (1 << 30) and head[8:9] == b"{"
 
 
-def _first_line(err):
-    """The informative line of a torch.load error (the refused global, if that is the reason)."""
-    text = str(err).strip()
-    for line in text.splitlines():
-        if "GLOBAL" in line:
-            name = line.split("GLOBAL", 1)[-1].split()[0].strip()
-            return f"it needs '{name}', which is not allowed (no pickled code is run)"
-    return text.splitlines()[0].strip() if text else type(err).__name__
-
-
 def _read_checkpoint(path):
     """The tensors of a classifier file as a flat {name: tensor} dict."""
     import os
@@ -104,26 +109,28 @@ def _read_checkpoint(path):
         try:
             return load_file(path, device="cpu")
         except Exception as err:
-            raise UserError(f"{path}: unreadable safetensors file ({_first_line(err)})") from None
+            raise UserError(f"{path}: unreadable safetensors file ({one_line(err)})") from None
     with open(path, "rb") as handle:
         magic = handle.read(4)
     if magic != b"PK\x03\x04" and not magic.startswith(b"\x80"):
         raise UserError(
             f"{path}: not a VirNucPro classifier: neither a PyTorch file (.pth/.pt) nor safetensors"
         )
+    import torch
+
     try:
         with torch.serialization.safe_globals(_safe_globals()):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise UserError(
             f"{path}: not a VirNucPro classifier (a pickled MLPClassifier, a state dict or safetensors) "
-            f"that can be loaded without running code: {_first_line(err)}"
+            f"that can be loaded without running code: {torch_load_problem(err)}"
         ) from None
     for wrapper in ("state_dict", "model_state_dict", "model"):
         if isinstance(obj, dict) and wrapper in obj and len(obj) <= 8:
             obj = obj[wrapper]
             break
-    if isinstance(obj, nn.Module):
+    if isinstance(obj, torch.nn.Module):
         return obj.state_dict()
     if isinstance(obj, dict) and obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
         return obj
@@ -135,6 +142,8 @@ def _read_checkpoint(path):
 
 def load_classifier(path):
     """Load classifier weights from `path` into an MLPClassifier in eval mode, strictly."""
+    import torch
+
     path = str(path)
     state = _read_checkpoint(path)
     state = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
@@ -154,17 +163,20 @@ def load_classifier(path):
     num_class = output_weight.shape[0]
     if num_class != len(CLASS_NAMES):
         raise UserError(f"{path}: output layer has {num_class} classes, expected 2 (others, virus)")
-    model = MLPClassifier(input_dim, hidden_dim, num_class)
+    model = _module_classes()[0](input_dim, hidden_dim, num_class)
     state.setdefault("bn1.num_batches_tracked", torch.tensor(0, dtype=torch.long))
     try:
         model.load_state_dict({k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()})
     except RuntimeError as err:
-        raise UserError(f"{path}: weights do not fit the VirNucPro MLP: {_first_line(err)}") from None
+        raise UserError(f"{path}: weights do not fit the VirNucPro MLP: {one_line(err)}") from None
     return model.eval()
 
 
 def predict_proba(model, features, device="cpu"):
     """Softmax class probabilities (float32 numpy [N, 2]) for float32 features [N, D]."""
+    import torch
+    import torch.nn.functional as F
+
     with torch.inference_mode():
         x = torch.from_numpy(features).to(device)
         return F.softmax(model(x), dim=1).cpu().numpy()

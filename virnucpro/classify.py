@@ -19,7 +19,7 @@ import numpy as np
 from .errors import UserError
 from .classifier import CLASS_NAMES, load_classifier, predict_proba
 from .merge import as_path_list
-from .outputs import already_complete, atomic_paths
+from .outputs import atomic_paths
 from .pt_io import is_hdf5, read_pt_embeddings
 
 log = logging.getLogger(__name__)
@@ -27,8 +27,12 @@ log = logging.getLogger(__name__)
 PREDICTIONS = "prediction_results.tsv"
 HIGHESTSCORE = "prediction_results_highestscore.tsv"
 SUMMARY = "sequence_summary.tsv"
+#: What the tables were made from, the threshold and chunk size (read by virnucpro-report).
+MANIFEST = "classify.json"
 #: Default verdict threshold on a sequence's score (mean chunk virus score over scored chunks).
 DEFAULT_THRESHOLD = 0.5
+#: Width of a frame's features: DNABERT-S (768) then ESM-2 3B (2560), the classifier's input size.
+FEATURE_DIM = 768 + 2560
 #: The original scored batches of 256 rows (DataLoader batch_size=256) over all feature files
 #: in a row; float32 results can depend on the batch, so the same batches are used here.
 MODEL_BATCH = 256
@@ -185,6 +189,64 @@ def summarize(chunk_scores, sequences, threshold):
     return rows
 
 
+def check_threshold(threshold):
+    """The verdict threshold as a float in [0, 1] (None: the default), or a one-line error."""
+    if threshold is None:
+        return DEFAULT_THRESHOLD
+    try:
+        threshold = float(threshold)
+    except (TypeError, ValueError):
+        raise UserError(f"--threshold must be a number, got {threshold!r}") from None
+    if not 0.0 <= threshold <= 1.0:
+        raise UserError(f"--threshold must be between 0 and 1, got {threshold}")
+    return threshold
+
+
+def classify_record(feature_files, classifier, sequences, threshold, chunk_size):
+    """What the tables are made from: each features file's identity (the `made_from` merge records,
+    else its SHA-256), the classifier's and the sequences table's SHA-256, the threshold, and the
+    chunk size the frames were cut with (None when unknown)."""
+    from .merge import MADE_FROM
+    from .outputs import input_identity
+
+    return {"features": [input_identity(path, (MADE_FROM,)) for path in feature_files],
+            "classifier": input_identity(classifier), "threshold": threshold, "chunk_size": chunk_size,
+            "sequences": input_identity(sequences) if sequences else None}
+
+
+def recorded_chunk_size(sequences):
+    """The chunk size in translate's manifest beside its `<stem>.sequences.tsv`, or None."""
+    from .outputs import read_record
+
+    folder, name = os.path.split(str(sequences))
+    if not name.endswith(".sequences.tsv"):
+        return None
+    manifest = read_record(os.path.join(folder, name[: -len(".sequences.tsv")] + ".translate.json")) or {}
+    if manifest.get("outputs", {}).get("sequences") != name:
+        return None
+    return manifest.get("settings", {}).get("chunk_size")
+
+
+def read_manifest(summary):
+    """The classify manifest that vouches for this sequence_summary.tsv (same folder, and it
+    recorded this file's SHA-256), or None: how report finds the run's threshold and chunk size."""
+    from .outputs import file_sha256, read_record
+
+    manifest = read_record(os.path.join(os.path.dirname(str(summary)), MANIFEST))
+    if not manifest or not os.path.isfile(str(summary)) or manifest.get("summary_sha256") != file_sha256(summary):
+        return None
+    return manifest
+
+
+def _check_finite(path, ids, block):
+    """A NaN or infinite feature would still get a verdict: refuse it, naming the frames."""
+    bad = ~np.isfinite(block).all(axis=1)
+    if bad.any():
+        named = [frame_id for frame_id, b in zip(ids, bad) if b]
+        shown = ", ".join(f"'{i}'" for i in named[:5]) + (f" and {len(named) - 5} more" if len(named) > 5 else "")
+        raise UserError(f"{path}: non-finite (NaN or infinite) features for frame(s) {shown}; no verdict can be given")
+
+
 def classify_features(
     features,
     classifier,
@@ -194,24 +256,49 @@ def classify_features(
     overwrite=False,
     device="cpu",
     block_rows=BLOCK_ROWS,
+    chunk_size=None,
+    redo=False,
 ):
     """Score features file(s) in order and write the three TSVs into `outdir`; returns their paths.
 
-    Skips the work when all three exist (they are renamed into place together), unless `overwrite`.
+    `outdir/classify.json` records what the tables were made from (`classify_record`) and the
+    summary's SHA-256. Tables made the same way are kept; tables made differently are refused
+    (one line) unless `overwrite`, or made again with `redo` (for a caller that owns the folder).
+    `chunk_size` (recorded for the report) defaults to the one in translate's manifest beside
+    `sequences`.
     """
-    paths = [os.path.join(str(outdir), name) for name in (PREDICTIONS, HIGHESTSCORE, SUMMARY)]
+    from .outputs import exclusive, file_sha256, read_record, remove_own_temps, reuse_existing, write_record
+
+    outdir = str(outdir)
+    paths = [os.path.join(outdir, name) for name in (PREDICTIONS, HIGHESTSCORE, SUMMARY)]
     result = dict(zip(("predictions", "highestscore", "summary"), paths))
-    if already_complete(paths, overwrite, "classification"):
-        return result
     feature_files = as_path_list(features)
     if not feature_files:
         raise UserError("no --features file given")
-    try:
-        threshold = float(threshold)
-    except (TypeError, ValueError):
-        raise UserError(f"--threshold must be a number, got {threshold!r}") from None
-    if not 0.0 <= threshold <= 1.0:
-        raise UserError(f"--threshold must be between 0 and 1, got {threshold}")
+    threshold = check_threshold(threshold)
+    if chunk_size is not None and (not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1):
+        raise UserError(f"--chunk_size must be a positive whole number, got {chunk_size!r}")
+    if chunk_size is None and sequences:
+        chunk_size = recorded_chunk_size(sequences)
+    record = classify_record(feature_files, classifier, sequences, threshold, chunk_size)
+    manifest_path = os.path.join(outdir, MANIFEST)
+    with exclusive(os.path.join(outdir, "classify"), f"classification in {outdir}"):
+        recorded = (read_record(manifest_path) or {}).get("made_from")
+        if reuse_existing(paths, recorded, record, overwrite, redo, "classification"):
+            return result
+        for path in paths + [manifest_path]:
+            remove_own_temps(path)
+        if os.path.exists(manifest_path):  # an earlier record must not vouch for the tables replaced now
+            os.remove(manifest_path)
+        counts = _classify(feature_files, classifier, paths, sequences, threshold, device, block_rows)
+        write_record(manifest_path, {"made_from": record, "summary_sha256": file_sha256(result["summary"]),
+                                     "threshold": threshold, "chunk_size": chunk_size, "counts": counts})
+    return result
+
+
+def _classify(feature_files, classifier, paths, sequences, threshold, device, block_rows):
+    """Score the frames and write the three tables (atomically, together); returns counts."""
+    outdir = os.path.dirname(paths[0])
     sequence_rows = read_sequences_table(sequences) if sequences else None
     from tqdm import tqdm
 
@@ -220,13 +307,14 @@ def classify_features(
     chunk_scores = {}  # chunk id -> [best score1, best score2] (float32)
     n_frames = 0
     seen = set()
-    os.makedirs(str(outdir), exist_ok=True)
+    os.makedirs(outdir, exist_ok=True)
 
     def blocks():
         for path in feature_files:
             for ids, block in iter_feature_blocks(path, block_rows):
                 if block.shape[1] != model.input_dim:
                     raise UserError(f"{path}: features have {block.shape[1]} columns, the classifier expects {model.input_dim}")
+                _check_finite(path, ids, block)
                 yield ids, block
 
     with atomic_paths(paths) as (tmp_predictions, tmp_highest, tmp_summary):
@@ -257,7 +345,7 @@ def classify_features(
         "scored %d frames in %d chunks (%d called viral); %d sequences summarized into %s",
         n_frames, len(chunk_scores), n_viral_chunks, len(rows), outdir,
     )
-    return result
+    return {"frames": n_frames, "chunks": len(chunk_scores), "sequences": len(rows)}
 
 
 def classify(
@@ -268,6 +356,7 @@ def classify(
     sequences=None,
     threshold=DEFAULT_THRESHOLD,
     device="cpu",
+    chunk_size=None,
     overwrite=False,
     verbose=False,
 ):
@@ -282,10 +371,27 @@ def classify(
     chunks) and verdict (virus when score >= --threshold, default 0.5; unscored when no chunk
     was scored). --sequences TSV (translate's <stem>.sequences.tsv) adds lengths, unscored chunks
     and sequences without any scored frame.
+    DIR/classify.json records what the tables were made from, the threshold and the chunk size
+    (--chunk_size, default: from translate's manifest beside --sequences), so virnucpro-report
+    needs neither again. A rerun keeps tables made the same way and refuses (one line) to
+    replace tables made differently unless --overwrite.
+
+    Args:
+      more_features: further feature files, after --features (the same as listing them there).
+      features: merged features, HDF5 or the original's .pt (several: repeat as MORE_FEATURES or comma-separate) (required).
+      classifier: the published 300_model.pth / 500_model.pth, a state dict or safetensors (required).
+      outdir: folder for the tables (created if needed) (required).
+      sequences: translate's <stem>.sequences.tsv, to summarize every sequence, scored or not.
+      threshold: a sequence is called virus when its score >= this.
+      device: where to run the classifier: cpu, cuda or cuda:N.
+      chunk_size: the run's chunk size, recorded for the report (default: from translate's manifest beside --sequences).
+      overwrite: replace tables made differently.
+      verbose: debug logging.
     """
     files = as_path_list(features) + [str(f) for f in more_features]
     if not files:
         raise UserError("--features is required")
     if classifier is None or outdir is None:
         raise UserError("--classifier and --outdir are required")
-    classify_features(files, classifier, outdir, sequences=sequences, threshold=threshold, overwrite=overwrite, device=device)
+    classify_features(files, classifier, outdir, sequences=sequences, threshold=threshold, overwrite=overwrite, device=device,
+                      chunk_size=chunk_size)

@@ -1,10 +1,20 @@
-"""Shared command-line plumbing: one-line errors, stderr logging, fire entry points."""
+"""Shared command-line plumbing: one-line errors, signals, clean help, stderr logging, fire entry points."""
 
 import logging
 import os
+import re
+import signal
 import sys
 
 from .errors import UserError
+
+#: Options whose value names where a tool writes (for an OS error that names no file itself).
+_OUTPUT_OPTIONS = ("--output", "--outdir")
+
+
+class Terminated(BaseException):
+    """Raised by the SIGTERM handler: a BaseException, so `except Exception` cannot swallow it,
+    while `finally` blocks and `outputs.atomic_paths` still remove temporary files on the way out."""
 
 
 def setup_logging(tool, verbose=False):
@@ -17,17 +27,127 @@ def setup_logging(tool, verbose=False):
     )
 
 
-def run(component, tool=None):
-    """Run a fire component as a tool: UserError (and missing files) become one stderr line and exit 1."""
-    import fire
+def _own_args(args):
+    """The tool's arguments, without fire's own flags after a bare `--`."""
+    return args[: args.index("--")] if "--" in args else args
 
+
+def help_text(component, tool):
+    """fire's help page for `component`, cleaned up.
+
+    Short flags are dropped (the rule: tools take long options only, so `-o` can never mean
+    two things), and so are fire's empty `Type: Optional[]` and `Default: None` lines: a default
+    of None means "see the description", which says what is used.
+    """
+    import fire.helptext
+    import fire.trace
+
+    text = fire.helptext.HelpText(component, trace=fire.trace.FireTrace(component, name=tool))
+    text = re.sub(r"(?m)^(\s+)-\w, (--)", r"\1\2", text)
+    text = re.sub(r"(?m)^\s+(Type: Optional\[\]|Default: None)\n", "", text)
+    return re.sub(r"Optional\[(.+?)\]", r"\1", text)
+
+
+def _short_flag(args):
+    """The first single-letter option (`-o`) in args, other than -h, or None."""
+    return next((a for a in _own_args(args) if re.fullmatch(r"-[A-Za-z](=.*)?", a) and a != "-h"), None)
+
+
+def _output_named(args):
+    """The value of the first --output/--outdir option in args (to say where a write failed)."""
+    for i, arg in enumerate(args):
+        for option in _OUTPUT_OPTIONS:
+            if arg.startswith(option + "="):
+                return arg.split("=", 1)[1]
+            if arg == option and i + 1 < len(args):
+                return args[i + 1]
+    return None
+
+
+def _h5py_problem(text):
+    """(path, problem) from an HDF5 library message such as
+    "Unable to create file (unable to open file: name = 'x.h5', errno = 13, error message = 'Permission denied', ...)"
+    or "Can't write data (file write failed: ..., errno = 28, error message = 'No space left on device', ...)";
+    None when the text is not one."""
+    match = re.search(r"errno = (\d+), error message = '([^']*)'", text)
+    if not match:
+        return None
+    name = re.search(r"name = '([^']*)'", text)
+    return (name.group(1) if name else None), match.group(2)
+
+
+def os_error_line(err, args):
+    """One line for an OS error: '<path>: <problem>' (the path the user gave where we know it)."""
+    if isinstance(err, OSError) and err.strerror:
+        # os.replace(tmp, final) fails on the final name (a folder in the way, ...): name that one.
+        path, problem = (err.filename2 or err.filename), err.strerror
+        if path is None:  # a write on a full disk names no file: say where the tool was writing
+            target = _output_named(args)
+            return f"{problem} (writing {target})" if target else problem
+    else:
+        path, problem = _h5py_problem(str(err)) or (None, " ".join(str(err).split()) or type(err).__name__)
+    if path is None:
+        return problem
+    path = os.fsdecode(path)
+    if isinstance(err, FileExistsError) and os.path.isfile(path):  # makedirs through a plain file
+        problem = "is a file, not a folder"
+    return f"{_final_name(path)}: {problem}"
+
+
+def _final_name(path):
+    """The output a temporary name stands for (`.name.XXXX.tmp`, `name.partial`): what the user asked for."""
+    folder, name = os.path.split(path)
+    temp = re.fullmatch(r"\.(.+)\.[^.]+\.tmp", name)
+    if temp:
+        return os.path.join(folder, temp.group(1))
+    return path[: -len(".partial")] if path.endswith(".partial") else path
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def run(component, tool=None):
+    """Run a fire component as a tool.
+
+    UserError, OS errors (HDF5's included) -> one stderr line, exit 1; SIGTERM -> a line, exit 143;
+    Ctrl-C -> a line, exit 130; temporary files are removed on the way out in every case.
+    `--help` prints a clean help page on stdout.
+    """
     tool = tool or os.path.basename(sys.argv[0])
-    setup_logging(tool, verbose="--verbose" in sys.argv)
+    args = sys.argv[1:]
+    if "--help" in _own_args(args) or "-h" in _own_args(args):
+        print(help_text(component, tool))
+        sys.exit(0)
+    short = _short_flag(args)
+    if short:
+        print(f"{tool}: error: short option {short} is not accepted; use the long option (see --help)",
+              file=sys.stderr)
+        sys.exit(2)
+    setup_logging(tool, verbose="--verbose" in args)
+    signal.signal(signal.SIGTERM, _terminate)
     try:
-        fire.Fire(component, name=tool)
+        import fire
+
+        fire.Fire(component, command=args, name=tool)
     except UserError as err:
         print(f"{tool}: error: {err}", file=sys.stderr)
         sys.exit(1)
+    except (OSError, RuntimeError) as err:
+        hdf5_failed = _h5py_problem(str(err)) is not None
+        if isinstance(err, RuntimeError) and not hdf5_failed:  # a genuine bug: keep its traceback
+            raise
+        print(f"{tool}: error: {os_error_line(err, args)}", file=sys.stderr)
+        if hdf5_failed:
+            # HDF5 still holds the failed write in objects Python frees at exit, and freeing them
+            # prints tracebacks or crashes; every cleanup has run on the way here, so leave now.
+            sys.stderr.flush()
+            sys.stdout.flush()
+            os._exit(1)
+        sys.exit(1)
+    except Terminated:
+        print(f"{tool}: terminated (SIGTERM); nothing partial was left under a final name", file=sys.stderr)
+        sys.exit(143)
     except KeyboardInterrupt:
-        print(f"{tool}: interrupted", file=sys.stderr)
+        print(f"{tool}: interrupted (Ctrl-C); nothing partial was left under a final name", file=sys.stderr)
         sys.exit(130)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import UserError
+from .pooling import masked_mean, pad_batch
 
 log = logging.getLogger(__name__)
 
@@ -276,27 +277,14 @@ class DnabertTokenizer:
         return [np.asarray(encoding.ids, dtype=np.int32) for encoding in self.tokenizer.encode_batch(list(sequences))]
 
 
-def pad_batch(token_lists, pad_id):
-    """Right-padded ids and attention mask, both int64 [batch, longest]."""
-    length = max(len(tokens) for tokens in token_lists)
-    ids = np.full((len(token_lists), length), pad_id, dtype=np.int64)
-    mask = np.zeros((len(token_lists), length), dtype=np.int64)
-    for row, tokens in enumerate(token_lists):
-        ids[row, : len(tokens)] = tokens
-        mask[row, : len(tokens)] = 1
-    return torch.from_numpy(ids), torch.from_numpy(mask)
-
-
-def masked_mean(hidden, mask):
-    """Mean over the positions where mask is 1, in float32 (padding never counts)."""
-    mask = mask.to(hidden.device, torch.float32).unsqueeze(-1)
-    return (hidden.float() * mask).sum(1) / mask.sum(1)
+def pooled(model, ids, mask):
+    """DNABERT-S embeddings [batch, hidden] float32 on the model's device: mean over ALL tokens,
+    [CLS]/[SEP] included (SPEC 1.3); `ids`/`mask` are a padded batch already on that device."""
+    return masked_mean(model(ids, mask), mask)
 
 
 @torch.inference_mode()
 def embed_batch(model, token_lists, pad_id, device):
-    """DNABERT-S embeddings [batch, hidden] float32: mean over ALL tokens, [CLS]/[SEP] included (SPEC 1.3)."""
+    """DNABERT-S embeddings [batch, hidden] float32 of token lists, as a numpy array."""
     ids, mask = pad_batch(token_lists, pad_id)
-    ids, mask = ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
-    hidden = model(ids, mask)
-    return masked_mean(hidden, mask).cpu().numpy()
+    return pooled(model, ids.to(device), mask.to(device)).cpu().numpy()

@@ -5,7 +5,8 @@ attributes `model`, `model_revision`, `kind`, `pooling`, `precision`, `virnucpro
 `input_digest`, a SHA-256 of the input ids and sequences).
 
 While extraction runs, the file lives under `<output>.partial` with every id written up front and
-the rows filled block by block (a block = consecutive batches); after each block the file is
+the rows filled block by block (a block = a window of consecutive input sequences, written as one
+contiguous slab); after each block the file is
 flushed and its `blocks_done` attribute raised. A killed run reopens it and continues after the
 last completed block; when all blocks are in, the progress attributes are removed and the file is
 renamed to its final name. Rows always sit at their input position, so the result does not depend
@@ -109,11 +110,12 @@ class PartialEmbeddings:
         handle.flush()
         return handle
 
-    def write_block(self, rows, embeddings):
-        """Store one completed block: `rows` are the input positions of `embeddings`' rows."""
-        rows = np.asarray(rows)
-        order = np.argsort(rows, kind="stable")  # h5py writes rows in increasing order only
-        self.handle["embeddings"][rows[order]] = np.asarray(embeddings, dtype=np.float32)[order]
+    def write_block(self, start, embeddings):
+        """Store one completed block: the rows from input position `start` on, in one contiguous write."""
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        dataset = self.handle["embeddings"]
+        dataset[start : start + len(embeddings)] = embeddings
+        dataset.flush()  # HDF5 buffers small writes: a full disk must fail here, not in a destructor
         self.blocks_done += 1
         self.handle.attrs["blocks_done"] = self.blocks_done
         self.handle.flush()
@@ -122,6 +124,7 @@ class PartialEmbeddings:
         """Drop the progress attributes and rename the file to its final name (atomic)."""
         for key in _PROGRESS_ATTRS:
             del self.handle.attrs[key]
+        self.handle.flush()  # a full disk fails here, loudly (h5py only warns when close fails)
         self.close()
         os.chmod(self.path, 0o644)
         os.replace(self.path, self.output)

@@ -2,8 +2,10 @@
 
 Tokens are `<cls> protein <eos>`; the embedding is the mean of the final layer's hidden states
 (after the final LayerNorm) over residue positions only, never `<cls>`/`<eos>`/padding.
-Proteins longer than 1024 residues are truncated to their first 1024, as the original's
-`truncation_seq_length=1024` did. Letters are upper-cased; a letter ESM's alphabet lacks (e.g. J,
+As in the original, the whole protein goes through the model and only the mean stops at residue
+1024 (fair-esm's batch converter did not truncate). Proteins longer than `max_residues` (default
+`DEFAULT_MAX_RESIDUES`, far beyond the proteins of 300/500 bp chunks) are cut to that length
+before the model, with a log line saying how many, so one giant protein cannot exhaust memory. Letters are upper-cased; a letter ESM's alphabet lacks (e.g. J,
 or the stop `*`) is mapped to `X` (unknown residue), one token per letter, with a warning.
 """
 
@@ -14,19 +16,23 @@ import numpy as np
 import torch
 
 from .errors import UserError
-from .dnabert import masked_mean, pad_batch
+from .pooling import masked_mean, pad_batch
 
 log = logging.getLogger(__name__)
 
-#: The original (fair-esm `truncation_seq_length`) embedded at most this many residues.
+#: The mean covers at most this many residues (the original's `truncation_seq_length`).
 MAX_RESIDUES = 1024
+#: Longer proteins are cut to this many residues before the model (attention memory grows with length^2).
+DEFAULT_MAX_RESIDUES = 4096
 
 
 class EsmTokens:
     """Residue-per-token encoding with the checkpoint's own vocabulary (`vocab.txt` via EsmTokenizer)."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, max_residues=DEFAULT_MAX_RESIDUES):
         from transformers import EsmTokenizer
+
+        self.max_residues = int(max_residues)
 
         if not os.path.isfile(os.path.join(folder, "vocab.txt")):
             raise UserError(f"{folder}: no vocab.txt (not an ESM model folder)")
@@ -45,21 +51,21 @@ class EsmTokens:
                 self.known[ord(token)] = True
 
     def encode(self, sequences):
-        """Token ids (int32 arrays) `<cls> residues[:1024] <eos>` per protein."""
+        """Token ids (int32 arrays) `<cls> residues <eos>` per protein (at most `max_residues` residues)."""
         encoded = []
         mapped = truncated = 0
         for seq in sequences:
             letters = np.frombuffer(seq.upper().encode("ascii"), dtype=np.uint8)
-            if len(letters) > MAX_RESIDUES:
-                letters = letters[:MAX_RESIDUES]
+            if len(letters) > self.max_residues:
+                letters = letters[: self.max_residues]
                 truncated += 1
             mapped += int((~self.known[letters]).sum())
             encoded.append(np.concatenate(([self.cls_id], self.table[letters], [self.eos_id])).astype(np.int32))
         if mapped:
             log.warning("%d residue letters outside ESM's alphabet were embedded as X", mapped)
         if truncated:
-            log.info("%d proteins longer than %d residues were truncated to their first %d",
-                     truncated, MAX_RESIDUES, MAX_RESIDUES)
+            log.warning("%d proteins longer than %d residues were cut to their first %d before ESM-2 "
+                        "(raise --max_residues to embed them whole)", truncated, self.max_residues, self.max_residues)
         return encoded
 
 
@@ -91,13 +97,22 @@ def load_esm(folder, device="cpu", dtype=torch.float32):
     return model.to(device).eval()
 
 
+def residue_mask(mask):
+    """1 at residue positions 1..min(n, 1024) of each row (never <cls>, <eos> or padding)."""
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    last = torch.clamp(mask.sum(1, keepdim=True) - 2, max=MAX_RESIDUES)  # residues counted
+    return ((positions >= 1) & (positions <= last)).to(mask.dtype)
+
+
+def pooled(model, ids, mask):
+    """ESM-2 embeddings [batch, hidden] float32 on the model's device: mean of the final layer over
+    residues 1..1024 only (SPEC 1.4); `ids`/`mask` are a padded batch already on that device."""
+    hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    return masked_mean(hidden, residue_mask(mask))
+
+
 @torch.inference_mode()
 def embed_batch(model, token_lists, pad_id, device):
-    """ESM-2 embeddings [batch, hidden] float32: mean over residue positions only (SPEC 1.4)."""
+    """ESM-2 embeddings [batch, hidden] float32 of token lists, as a numpy array."""
     ids, mask = pad_batch(token_lists, pad_id)
-    residues = mask.clone()
-    residues[:, 0] = 0  # <cls>
-    residues[torch.arange(len(token_lists)), mask.sum(1) - 1] = 0  # <eos>
-    ids, mask = ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
-    hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
-    return masked_mean(hidden, residues).cpu().numpy()
+    return pooled(model, ids.to(device), mask.to(device)).cpu().numpy()

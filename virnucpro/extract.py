@@ -1,25 +1,33 @@
 """`virnucpro-extract`: DNABERT-S or ESM-2 embeddings of a FASTA file, written to HDF5 (SPEC 1.3, 1.4, 2).
 
-How the work is cut: all sequences are tokenized first, sorted by token count (longest first, so
-an out-of-memory batch shows up at once) and grouped into batches whose padded size
-(sequences x longest) stays within `batch_tokens`. Padding is masked, so a sequence's vector does
-not depend on its batch. Consecutive batches form blocks of about `block_size` sequences; each
-finished block is saved in `<output>.partial`, so a killed run resumes after its last block.
+How the work flows (memory stays flat whatever the input size, beyond one id per sequence):
+- a first pass over the FASTA keeps only the ids and a digest (for resume and skip checks);
+- a reader thread streams the FASTA again in windows of `block_size` sequences, tokenizes each
+  window (the Rust DNA tokenizer works on all cores, outside the GIL, while the model runs),
+  sorts it by token count (longest first: an out-of-memory batch shows up at once), cuts it into
+  batches whose padded size (sequences x longest, rounded up to a multiple of 8) stays within
+  `batch_tokens`, and pads them ahead of time (into pinned memory on a GPU);
+- this thread feeds the device: copies without blocking, the forward pass and the pooled mean;
+  results are copied back asynchronously;
+- a writer thread checks every vector is finite, puts each window back in input order and writes
+  it as one contiguous slab to `<output>.partial`, then marks the window done: a killed run
+  resumes after its last complete window. Padding is masked, so a vector does not depend on its
+  batch; the windows are fixed by the input, so a resumed run writes the same bits.
 
-Devices: one process for one device; with several GPUs (`--gpus N`) or CPU workers
-(`--workers N`), one spawned worker per device loads the model once and takes batches from the
-pool's shared queue, and results are gathered in batch order.
+Devices: one device in this process; with several GPUs (`--gpus N`) or CPU workers
+(`--workers N`), one spawned worker per device loads the model once (`parallel.ordered_map`).
+`Embedder` loads a model once and embeds any number of files (what `virnucpro-predict` needs).
 """
 
-import collections
-import concurrent.futures
 import hashlib
 import json
 import logging
-import multiprocessing
+import math
 import numbers
 import os
+import queue
 import re
+import threading
 import time
 
 import numpy as np
@@ -28,7 +36,8 @@ from . import __version__
 from .errors import UserError
 from .embeddings_h5 import IDENTITY_ATTRS, PartialEmbeddings, partial_path, read_attrs
 from .fasta import read_fasta
-from .parallel import available_cpus
+from .outputs import exclusive
+from .parallel import available_cpus, ordered_map
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +45,19 @@ KINDS = ("dnabert", "esm")
 DEFAULT_MODELS = {"dnabert": "zhihan1996/DNABERT-S", "esm": "facebook/esm2_t36_3B_UR50D"}
 POOLING = {
     "dnabert": "mean of the last layer over all tokens, [CLS] and [SEP] included",
-    "esm": "mean of the final layer over residues only (no <cls>/<eos>), first 1024 residues",
+    "esm": "mean of the final layer over residues only (no <cls>/<eos>), first 1024 residues, whole protein "
+           "through the model (proteins over {max_residues} residues cut to {max_residues})",
 }
 #: Padded tokens per batch when --batch_tokens is not given, by (kind, device type).
 DEFAULT_BATCH_TOKENS = {("dnabert", "cpu"): 8192, ("esm", "cpu"): 4096, ("dnabert", "cuda"): 65536, ("esm", "cuda"): 32768}
-#: Sequences per resumable block (a kill loses at most one block of work).
+#: Sequences per window = resumable block (a kill loses at most one block of work).
 DEFAULT_BLOCK_SIZE = 4096
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+COMPILE = ("auto", "on", "off")
+#: Batches prepared ahead of the device, and results waiting for the writer.
+PREFETCH_BATCHES = 4
+#: Changes whenever the partial file's block layout changes (an old partial is then started over).
+PARTIAL_LAYOUT = "windows-1"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _SNAPSHOT = re.compile(r"/snapshots/([0-9a-f]{40})/?$")
 
@@ -119,117 +134,13 @@ def weights_digest(folder):
     return "sha256:" + combined.hexdigest()
 
 
-def load_tokenizer(kind, folder):
-    if kind == "dnabert":
-        from .dnabert import DnabertTokenizer
-
-        return DnabertTokenizer(folder)
-    from .esm import EsmTokens
-
-    return EsmTokens(folder)
-
-
 def model_dim(kind, folder):
     """Embedding size, from config.json (so an empty input needs no model load)."""
     with open(os.path.join(folder, "config.json")) as handle:
         return int(json.load(handle)["hidden_size"])
 
 
-# ---------------------------------------------------------------- workers
-
-_WORKER = {}
-
-
-def _init_worker(kind, folder, device, precision, threads=None):
-    """Load the model once per process; `device` is a name or a queue of names (one per worker)."""
-    import torch
-
-    if not isinstance(device, str):
-        device = device.get()
-    if threads:
-        torch.set_num_threads(threads)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    if device.startswith("cuda"):
-        torch.cuda.set_device(device)
-    if kind == "dnabert":
-        from .dnabert import embed_batch, load_dnabert
-
-        model = load_dnabert(folder, device, dtype)
-    else:
-        from .esm import embed_batch, load_esm
-
-        model = load_esm(folder, device, dtype)
-    pad_id = load_tokenizer(kind, folder).pad_id
-    _WORKER.update(model=model, embed=embed_batch, pad_id=pad_id, device=device)
-
-
-def _exit_with_parent():
-    """A pool worker waits on a queue its parent feeds: if the parent is killed (SIGKILL, OOM
-    killer) nothing wakes it, and it would hold its model (and GPU) forever. Exit instead."""
-    import multiprocessing.connection
-    import threading
-
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-        def watch():
-            multiprocessing.connection.wait([parent.sentinel])
-            os._exit(1)
-
-        threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
-def _init_pool_worker(*args):
-    """Pool initializer: a failure (bad checkpoint, CUDA error) is kept and raised by the worker's
-    first task, so the parent gets the error itself; an initializer that raises only breaks the pool."""
-    _exit_with_parent()
-    try:
-        _init_worker(*args)
-    except Exception as err:
-        _WORKER["error"] = err
-
-
-def _embed(token_lists):
-    """Embeddings [batch, D] float32 of one batch, in the worker's model."""
-    import torch
-
-    if "error" in _WORKER:
-        raise _WORKER["error"]
-    try:
-        return _WORKER["embed"](_WORKER["model"], token_lists, _WORKER["pad_id"], _WORKER["device"])
-    except torch.OutOfMemoryError:
-        padded = len(token_lists) * max(len(tokens) for tokens in token_lists)
-        raise UserError(f"out of memory on {_WORKER['device']} for a batch of {padded} padded tokens; "
-                        "lower --batch_tokens") from None
-
-
-def embed_batches(kind, folder, devices, precision, batches, threads=None):
-    """Yield each batch's embeddings in order: in this process for one device, else spawned workers."""
-    if len(devices) == 1:
-        _init_worker(kind, folder, devices[0], precision, threads)
-        try:
-            yield from map(_embed, batches)
-        finally:
-            _WORKER.clear()
-        return
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    for device in devices:
-        queue.put(device)
-    window = 2 * len(devices)  # batches in flight: every worker busy, one more waiting each
-    with concurrent.futures.ProcessPoolExecutor(
-        len(devices), mp_context=ctx, initializer=_init_pool_worker, initargs=(kind, folder, queue, precision, threads)
-    ) as pool:
-        pending = collections.deque()
-        try:
-            for batch in batches:
-                pending.append(pool.submit(_embed, batch))
-                if len(pending) >= window:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()
+# ---------------------------------------------------------------- devices and models
 
 
 def plan_devices(device="auto", gpus=None, workers=1):
@@ -256,165 +167,499 @@ def plan_devices(device="auto", gpus=None, workers=1):
     return [f"cuda:{index}" for index in range(count)]
 
 
+def resolve_precision(precision, device_type):
+    """auto: bf16 on a GPU (tensor cores; cosine >= 0.999 to fp32), fp32 on a CPU (exact)."""
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if device_type == "cuda" else "fp32"
+    return precision
+
+
+def resolve_compile(compile, device_type):
+    """auto: torch.compile ESM-2 on a GPU (fused kernels pay there; on a CPU compiling costs more than it saves)."""
+    value = {True: "on", False: "off"}.get(compile, compile)
+    if value not in COMPILE:
+        raise UserError(f"--compile {compile}: use one of {', '.join(COMPILE)}")
+    return device_type == "cuda" if value == "auto" else value == "on"
+
+
+def load_model(kind, folder, device, precision):
+    """The checkpoint in `folder` as an eval-mode module on `device` in `precision`."""
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    if device.startswith("cuda"):
+        torch.cuda.set_device(device)
+    if kind == "dnabert":
+        from .dnabert import load_dnabert
+
+        return load_dnabert(folder, device, dtype)
+    from .esm import load_esm
+
+    return load_esm(folder, device, dtype)
+
+
+class Runner:
+    """A model on one device: a padded batch in, pooled float32 embeddings [batch, D] out (on the device).
+
+    A batch that runs out of device memory is split in two and retried (`pooling.split_on_oom`)."""
+
+    def __init__(self, kind, model, device, compile=False):
+        import torch
+
+        if kind == "dnabert":
+            from .dnabert import pooled
+        else:
+            from .esm import pooled
+
+            if compile:  # shapes repeat (lengths in multiples of 8), so recompiles stay few
+                model = torch.compile(model)
+        self.kind, self.model, self.pooled, self.device = kind, model, pooled, device
+
+    def __call__(self, ids, mask):
+        import torch
+
+        from .pooling import split_on_oom
+
+        with torch.inference_mode():
+            ids, mask = ids.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
+            try:
+                return split_on_oom(lambda i, m: self.pooled(self.model, i, m), ids, mask, self.device)
+            except torch.OutOfMemoryError:
+                raise UserError(f"out of memory on {self.device} for a single sequence of {ids.shape[1]} tokens"
+                                + ("; lower --max_residues" if self.kind == "esm" else "")) from None
+
+
+def load_runner(kind, folder, device, precision, compile=False):
+    """The model of `kind` on `device`, ready to embed batches (benchmarks swap in other models here)."""
+    return Runner(kind, load_model(kind, folder, device, precision), device, compile)
+
+
+_WORKER = {}
+
+
+def _init_pool_worker(kind, folder, devices, precision, compile, threads):
+    """Load the model once per worker process; `devices` is a queue of device names, one per worker.
+    A failure (bad checkpoint, CUDA error) is kept and raised by the worker's first task, so the
+    parent gets the error itself; an initializer that raises only breaks the pool."""
+    import torch
+
+    try:
+        torch.set_num_threads(threads)
+        _WORKER["runner"] = load_runner(kind, folder, devices.get(), precision, compile)
+    except Exception as err:
+        _WORKER["error"] = err
+
+
+def _embed_in_worker(task):
+    """Pooled embeddings (numpy float32) of one padded batch, in a pool worker's model."""
+    import torch
+
+    if "error" in _WORKER:
+        raise _WORKER["error"]
+    ids, mask = task
+    return _WORKER["runner"](torch.from_numpy(ids), torch.from_numpy(mask)).cpu().numpy()
+
+
 # ---------------------------------------------------------------- planning
 
 
-def plan_batches(lengths, batch_tokens):
-    """Input positions per batch: longest first, each batch's padded size <= batch_tokens (or one sequence)."""
+def plan_batches(lengths, batch_tokens, multiple=1):
+    """Input positions per batch: longest first, each batch's padded size (longest rounded up to
+    `multiple`, times the batch size) <= batch_tokens, or one sequence alone."""
     order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
     batches, current, longest = [], [], 0
     for index in order:
-        longest = longest or lengths[index]
+        longest = longest or -(-int(lengths[index]) // multiple) * multiple
         if current and (len(current) + 1) * longest > batch_tokens:
             batches.append(np.array(current))
-            current, longest = [], lengths[index]
+            current, longest = [], -(-int(lengths[index]) // multiple) * multiple
         current.append(index)
     if current:
         batches.append(np.array(current))
     return batches
 
 
-def plan_blocks(batches, block_size):
-    """Consecutive batches grouped into blocks of at least `block_size` sequences (the last may be smaller)."""
-    blocks, current, count = [], [], 0
-    for batch in batches:
-        current.append(batch)
-        count += len(batch)
-        if count >= block_size:
-            blocks.append(current)
-            current, count = [], 0
-    if current:
-        blocks.append(current)
-    return blocks
-
-
-def read_sequences(kind, path):
-    """(ids, sequences, digest) of the input; DNA is upper-cased (DNABERT maps lower case to [UNK])."""
-    ids, sequences = [], []
+def scan_input(kind, path):
+    """(ids, digest) of the input, without keeping its sequences (they are read again in windows)."""
+    ids = []
     digest = hashlib.sha256()
-    alphabet = "nucleotide" if kind == "dnabert" else "protein"
     all_dna_letters = True
-    for record_id, seq in read_fasta(str(path), alphabet=alphabet, allow_empty_file=True):
-        if kind == "dnabert":
-            seq = seq.upper()
-        else:
-            all_dna_letters = all_dna_letters and set(seq.upper()) <= set("ACGTN")
+    for record_id, seq in _records(kind, path):
+        if kind == "esm" and all_dna_letters:
+            all_dna_letters = set(seq.upper()) <= set("ACGTN")
         ids.append(record_id)
-        sequences.append(seq)
         digest.update(f"{record_id}\n{seq}\n".encode())
     if kind == "esm" and ids and all_dna_letters:
         log.warning("%s: every sequence uses only A, C, G, T, N: is this DNA given to ESM-2 "
                     "(use the .protein.fa file)?", path)
-    return ids, sequences, digest.hexdigest()
+    return ids, digest.hexdigest()
 
 
-# ---------------------------------------------------------------- the tool
+def _records(kind, path, check=True):
+    """(id, sequence) of the input; DNA is upper-cased (DNABERT maps lower case to [UNK]). The
+    second pass (`check=False`) keeps no id set and repeats none of the first pass's warnings."""
+    alphabet = "nucleotide" if kind == "dnabert" else "protein"
+    fasta_log = logging.getLogger(read_fasta.__module__)
+    if not check:
+        fasta_log.addFilter(_quiet)
+    try:
+        for record_id, seq in read_fasta(str(path), alphabet=alphabet, allow_empty_file=True, check_duplicates=check):
+            yield record_id, (seq.upper() if kind == "dnabert" else seq)
+    finally:
+        fasta_log.removeFilter(_quiet)
 
 
-def extract_embeddings(kind, input, output, model=None, device="auto", precision="fp32", batch_tokens=None,
-                       gpus=None, workers=1, overwrite=False, block_size=DEFAULT_BLOCK_SIZE):
+def _quiet(record):
+    return False
+
+
+class _Batch:
+    """One padded batch of one window: `rows` are positions within the window starting at `start`."""
+
+    __slots__ = ("start", "count", "rows", "last", "ids", "mask", "tokens")
+
+    def __init__(self, start, count, rows, last, ids, mask, tokens):
+        self.start, self.count, self.rows, self.last = start, count, rows, last
+        self.ids, self.mask, self.tokens = ids, mask, tokens
+
+
+def _prefetch(iterable, depth):
+    """Iterate `iterable` in a background thread, at most `depth` items ahead; its errors are
+    raised here, and closing this generator stops the thread."""
+    items, stop, done = queue.Queue(depth), threading.Event(), object()
+
+    def put(item):
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def fill():
+        try:
+            for item in iterable:
+                if not put(item):
+                    return
+            put(done)
+        except BaseException as err:  # handed to the consumer
+            put(_Failure(err))
+
+    thread = threading.Thread(target=fill, name="virnucpro-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is done:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+class _Failure:
+    def __init__(self, error):
+        self.error = error
+
+
+class _Writer:
+    """Writer thread: waits for each result's copy to the host, refuses non-finite vectors (naming
+    the sequences), assembles each window in input order and writes it as one contiguous block."""
+
+    def __init__(self, partial, ids, dim):
+        self.partial, self.ids, self.dim = partial, ids, dim
+        self.items = queue.Queue(PREFETCH_BATCHES)
+        self.error = None
+        self.thread = threading.Thread(target=self._run, name="virnucpro-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, batch, result):
+        """Queue one batch's result: a numpy array, or (pinned host tensor, CUDA event)."""
+        while self.error is None:
+            try:
+                self.items.put((batch, result), timeout=0.1)
+                return
+            except queue.Full:
+                pass
+        raise self.error
+
+    def close(self):
+        """Wait until everything queued is written; raise the writer's error, if any."""
+        if self.error is None:
+            self.items.put(None)
+            self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def abandon(self):
+        self.error = self.error or RuntimeError("stopped")
+        self.thread.join()
+
+    def _run(self):
+        window = None
+        try:
+            while self.error is None:
+                try:
+                    item = self.items.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if item is None:
+                    return
+                batch, result = item
+                if isinstance(result, tuple):
+                    host, event = result
+                    event.synchronize()
+                    result = host.numpy()
+                finite = np.isfinite(result).all(axis=1)
+                if not finite.all():
+                    bad = [self.ids[batch.start + row] for row in batch.rows[~finite]]
+                    raise UserError(f"embeddings with NaN or Inf for {len(bad)} sequence(s) "
+                                    f"({', '.join(bad[:10])}{', ...' if len(bad) > 10 else ''}); nothing was written for "
+                                    "them (fp16 overflows: use --precision bf16 or fp32)")
+                if window is None:
+                    window = np.empty((batch.count, self.dim), dtype=np.float32)
+                window[batch.rows] = result
+                if batch.last:
+                    self.partial.write_block(batch.start, window)
+                    window = None
+        except BaseException as err:
+            self.error = err
+
+
+# ---------------------------------------------------------------- the engine
+
+
+class Embedder:
+    """A DNABERT-S or ESM-2 model, loaded once, that embeds any number of FASTA files.
+
+        with Embedder("esm", model="facebook/esm2_t36_3B_UR50D", device="cuda") as embedder:
+            for fasta, h5 in pairs:
+                embedder.embed(fasta, h5)
+
+    The model is loaded on the first file that has sequences (an all-empty run loads nothing).
+    With several devices (`gpus`/`workers` > 1) each `embed` call starts its own worker pool.
+    """
+
+    def __init__(self, kind, model=None, device="auto", precision="auto", batch_tokens=None, compile="auto",
+                 threads=None, workers=1, gpus=None, max_residues=None):
+        if kind not in KINDS:
+            raise UserError(f"first argument must be one of {', '.join(KINDS)}, not {kind!r}")
+        for name, value in (("batch_tokens", batch_tokens), ("workers", workers), ("gpus", gpus),
+                            ("threads", threads), ("max_residues", max_residues)):
+            _check_positive(name, value)
+        self.kind = kind
+        self.devices = plan_devices(device, gpus, workers)
+        self.device_type = "cuda" if self.devices[0].startswith("cuda") else "cpu"
+        self.precision = resolve_precision(precision, self.device_type)
+        self.compile = resolve_compile(compile, self.device_type)
+        self.model_name = str(model or DEFAULT_MODELS[kind])
+        self.folder, self.revision = resolve_model(kind, model)
+        self.batch_tokens = int(batch_tokens or DEFAULT_BATCH_TOKENS[kind, self.device_type])
+        self.threads = int(threads or available_cpus())
+        if kind == "esm":
+            from .esm import DEFAULT_MAX_RESIDUES, EsmTokens
+
+            self.tokenizer = EsmTokens(self.folder, max_residues or DEFAULT_MAX_RESIDUES)
+        else:
+            from .dnabert import DnabertTokenizer
+
+            self.tokenizer = DnabertTokenizer(self.folder)
+        self.dim = model_dim(kind, self.folder)
+        self.runner = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        """Free the model (and its GPU memory)."""
+        self.runner = None
+
+    def attrs(self, input_digest):
+        pooling = POOLING[self.kind].format(max_residues=getattr(self.tokenizer, "max_residues", None))
+        return dict(model=self.model_name, model_revision=self.revision, kind=self.kind, pooling=pooling,
+                    precision=self.precision, input_digest=input_digest, virnucpro_version=__version__)
+
+    def embed(self, input, output, overwrite=False, block_size=DEFAULT_BLOCK_SIZE):
+        """Embed every sequence of `input` into the HDF5 file `output`; returns its path. Skips a
+        complete output made the same way; resumes a killed run from `<output>.partial`. Holds
+        an exclusive lock on `output` throughout: a second run on it stops at once."""
+        _check_positive("block_size", block_size)
+        output, block_size = str(output), int(block_size)
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        with exclusive(output, what=output):
+            ids, digest = scan_input(self.kind, input)
+            attrs = self.attrs(digest)
+            if os.path.exists(output) and not overwrite:
+                existing = read_attrs(output)
+                differs = [key for key in IDENTITY_ATTRS if existing is None or existing.get(key) != attrs[key]]
+                if not differs:
+                    log.info("%s already complete, skipping (use --overwrite to redo)", output)
+                    return output
+                raise UserError(f"{output} exists but was made differently ({', '.join(differs)} differ); "
+                                "use --overwrite to replace it")
+            if overwrite and os.path.exists(partial_path(output)):
+                os.remove(partial_path(output))
+            key_fields = dict({key: attrs[key] for key in IDENTITY_ATTRS}, batch_tokens=self.batch_tokens,
+                              block_size=block_size, layout=PARTIAL_LAYOUT)
+            resume_key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()
+            partial = PartialEmbeddings(output, ids, self.dim, attrs, resume_key)
+            try:
+                self._fill(input, ids, partial, block_size)
+                windows = math.ceil(len(ids) / block_size)
+                if partial.blocks_done != windows:  # never publish an incomplete file
+                    raise UserError(f"{output}: only {partial.blocks_done} of {windows} blocks were embedded")
+                partial.finish()
+            finally:
+                partial.close()
+        log.info("wrote %s", output)
+        return output
+
+    def _windows(self, input, block_size, skip):
+        """Padded batches of each window of `block_size` sequences after the first `skip` windows."""
+        from .pooling import LENGTH_MULTIPLE, pad_batch
+
+        pin = self.device_type == "cuda"
+        start, index = 0, 0
+        records = _records(self.kind, input, check=False)
+        while True:
+            window = [seq for _, seq in _take(records, block_size)]
+            if not window:
+                return
+            if index >= skip:
+                tokens = self.tokenizer.encode(window)
+                lengths = np.array([len(t) for t in tokens], dtype=np.int64)
+                batches = plan_batches(lengths, self.batch_tokens, LENGTH_MULTIPLE)
+                for number, rows in enumerate(batches):
+                    ids, mask = pad_batch([tokens[i] for i in rows], self.tokenizer.pad_id, LENGTH_MULTIPLE, pin)
+                    yield _Batch(start, len(window), rows, number == len(batches) - 1, ids, mask, int(lengths[rows].sum()))
+            start += len(window)
+            index += 1
+
+    def _results(self, batches):
+        """(batch, result) in batch order: on this process's device, or through a worker pool."""
+        import torch
+
+        if len(self.devices) == 1:
+            if self.runner is None:
+                torch.set_num_threads(self.threads)
+                self.runner = load_runner(self.kind, self.folder, self.devices[0], self.precision, self.compile)
+            for batch in batches:
+                vectors = self.runner(batch.ids, batch.mask)
+                if vectors.device.type == "cuda":  # copy back without blocking; the writer waits for it
+                    host = torch.empty(vectors.shape, dtype=vectors.dtype, pin_memory=True)
+                    host.copy_(vectors, non_blocking=True)
+                    event = torch.cuda.Event()
+                    event.record()
+                    yield batch, (host, event)
+                else:
+                    yield batch, vectors.numpy()
+            return
+        import multiprocessing
+
+        devices = multiprocessing.get_context("spawn").Queue()
+        for device in self.devices:
+            devices.put(device)
+        threads = max(1, self.threads // len(self.devices)) if self.device_type == "cpu" else self.threads
+        pending = queue.SimpleQueue()
+
+        def tasks():
+            for batch in batches:
+                pending.put(batch)
+                yield batch.ids.numpy(), batch.mask.numpy()
+
+        results = ordered_map(_embed_in_worker, tasks(), len(self.devices), max_in_flight=2 * len(self.devices),
+                              initializer=_init_pool_worker,
+                              initargs=(self.kind, self.folder, devices, self.precision, self.compile, threads))
+        for vectors in results:
+            yield pending.get(), vectors
+
+    def _fill(self, input, ids, partial, block_size):
+        """Embed the windows not yet in `partial`, overlapping reading, the device and writing."""
+        from tqdm import tqdm
+
+        done = min(partial.blocks_done * block_size, len(ids))
+        if done == len(ids):
+            return
+        log.info("%s: %d sequences (%d done); %s on %s, %s%s; batches of <= %d padded tokens, windows of %d",
+                 self.kind, len(ids), done, os.path.basename(self.folder), ", ".join(self.devices), self.precision,
+                 ", compiled" if self.compile else "", self.batch_tokens, block_size)
+        started, tokens = time.monotonic(), 0
+        with tqdm(total=len(ids), initial=done, unit="seq", desc=f"embedding ({self.kind})", dynamic_ncols=True) as bar:
+            writer = _Writer(partial, ids, self.dim)
+            batches = _prefetch(self._windows(input, block_size, partial.blocks_done), PREFETCH_BATCHES)
+            results = self._results(batches)
+            try:
+                for batch, result in results:
+                    writer.put(batch, result)
+                    tokens += batch.tokens
+                    bar.update(len(batch.rows))
+                    bar.set_postfix(tokens_per_s=f"{tokens / max(time.monotonic() - started, 1e-9):.0f}", refresh=False)
+                writer.close()
+            except BaseException:
+                writer.abandon()
+                raise
+            finally:
+                results.close()
+                batches.close()
+
+
+def _take(iterator, count):
+    """Up to `count` next items of `iterator`."""
+    for _, item in zip(range(count), iterator):
+        yield item
+
+
+def _check_positive(name, value):
+    if value is not None and (not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1):
+        raise UserError(f"--{name} {value}: must be a positive whole number")
+
+
+def extract_embeddings(kind, input, output, model=None, device="auto", precision="auto", batch_tokens=None,
+                       gpus=None, workers=1, overwrite=False, block_size=DEFAULT_BLOCK_SIZE, compile="auto",
+                       threads=None, max_residues=None):
     """Embed every sequence of `input` with DNABERT-S (`kind='dnabert'`) or ESM-2 (`'esm'`) into
-    the HDF5 file `output`; returns its path. Skips a complete output made the same way; resumes
-    a killed run from `<output>.partial`."""
-    if kind not in KINDS:
-        raise UserError(f"first argument must be one of {', '.join(KINDS)}, not {kind!r}")
-    if precision not in PRECISIONS:
-        raise UserError(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
-    for name, value in (("batch_tokens", batch_tokens), ("block_size", block_size), ("workers", workers), ("gpus", gpus)):
-        if value is not None and (not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1):
-            raise UserError(f"--{name} {value}: must be a positive whole number")
-    output = str(output)
-    devices = plan_devices(device, gpus, workers)
-    folder, revision = resolve_model(kind, model)
-    ids, sequences, input_digest = read_sequences(kind, input)
-    attrs = dict(model=str(model or DEFAULT_MODELS[kind]), model_revision=revision, kind=kind,
-                 pooling=POOLING[kind], precision=precision, input_digest=input_digest,
-                 virnucpro_version=__version__)
-
-    if os.path.exists(output) and not overwrite:
-        existing = read_attrs(output)
-        differs = [key for key in IDENTITY_ATTRS if existing is None or existing.get(key) != attrs[key]]
-        if not differs:
-            log.info("%s already complete, skipping (use --overwrite to redo)", output)
-            return output
-        raise UserError(f"{output} exists but was made differently ({', '.join(differs)} differ); "
-                        "use --overwrite to replace it")
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    if overwrite and os.path.exists(partial_path(output)):
-        os.remove(partial_path(output))
-
-    tokenizer = load_tokenizer(kind, folder)
-    tokens = tokenizer.encode(sequences)
-    del sequences
-    lengths = np.array([len(t) for t in tokens], dtype=np.int64)
-    device_type = "cuda" if devices[0].startswith("cuda") else "cpu"
-    batch_tokens = int(batch_tokens or DEFAULT_BATCH_TOKENS[kind, device_type])
-    block_size = int(block_size)
-    batches = plan_batches(lengths, batch_tokens)
-    blocks = plan_blocks(batches, block_size)
-    key_fields = dict({key: attrs[key] for key in IDENTITY_ATTRS}, batch_tokens=batch_tokens, block_size=block_size)
-    resume_key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()
-
-    threads = None
-    if device_type == "cpu" and len(devices) > 1:
-        devices = devices[: max(1, len(batches))]
-        threads = max(1, available_cpus() // len(devices))
-    log.info("%s: %d sequences, %d tokens; %s on %s, %s; %d batches of <= %d padded tokens "
-             "(%.1f sequences each on average)", kind, len(ids), int(lengths.sum()), os.path.basename(folder), ", ".join(devices), precision,
-             len(batches), batch_tokens, len(ids) / max(len(batches), 1))
-
-    partial = PartialEmbeddings(output, ids, model_dim(kind, folder), attrs, resume_key)
-    try:
-        todo = blocks[partial.blocks_done:]
-        _run_blocks(kind, folder, devices, precision, threads, tokens, lengths, todo, partial, len(ids))
-        partial.finish()
-    finally:
-        partial.close()
-    log.info("wrote %s", output)
-    return output
+    the HDF5 file `output` (one model load; for many files use `Embedder`); returns its path."""
+    _check_positive("block_size", block_size)
+    with Embedder(kind, model=model, device=device, precision=precision, batch_tokens=batch_tokens, compile=compile,
+                  threads=threads, workers=workers, gpus=gpus, max_residues=max_residues) as embedder:
+        return embedder.embed(input, output, overwrite=overwrite, block_size=block_size)
 
 
-def _run_blocks(kind, folder, devices, precision, threads, tokens, lengths, blocks, partial, total):
-    """Embed the remaining blocks, saving each as soon as its last batch is in."""
-    remaining = sum(len(batch) for block in blocks for batch in block)
-    if not remaining:
-        return
-    batches = [batch for block in blocks for batch in block]
-    results = embed_batches(kind, folder, devices, precision, ([tokens[i] for i in batch] for batch in batches), threads)
-    try:
-        _fill_blocks(blocks, results, lengths, partial, total, remaining, kind)
-    finally:
-        results.close()
-
-
-def _fill_blocks(blocks, results, lengths, partial, total, remaining, kind):
-    from tqdm import tqdm
-
-    started, done_tokens = time.monotonic(), 0
-    with tqdm(total=total, initial=total - remaining, unit="seq", desc=f"embedding ({kind})", dynamic_ncols=True) as bar:
-        for block in blocks:
-            rows, vectors = [], []
-            for batch in block:
-                vectors.append(next(results))
-                rows.append(batch)
-                done_tokens += int(lengths[batch].sum())
-                bar.update(len(batch))
-                bar.set_postfix(tokens_per_s=f"{done_tokens / max(time.monotonic() - started, 1e-9):.0f}", refresh=False)
-            partial.write_block(np.concatenate(rows), np.concatenate(vectors))
-
-
-def extract(kind, input, output, model=None, device="auto", precision="fp32", batch_tokens=None, gpus=None,
-            workers=1, block_size=DEFAULT_BLOCK_SIZE, overwrite=False, verbose=False):
+def extract(kind, input, output, model=None, device="auto", precision="auto", batch_tokens=None, compile="auto",
+            threads=None, workers=1, gpus=None, max_residues=None, block_size=DEFAULT_BLOCK_SIZE, overwrite=False,
+            verbose=False):
     """Embed sequences with DNABERT-S or ESM-2 into an HDF5 file.
 
-    Usage: virnucpro-extract dnabert|esm --input FASTA --output H5 [--model ID_OR_DIR]
-      --model       hub id (default zhihan1996/DNABERT-S or facebook/esm2_t36_3B_UR50D) or a local folder
-      --device      auto (a GPU if there is one), cpu, cuda (every visible GPU, or --gpus N) or cuda:N
-      --precision   fp32 (default), bf16 or fp16 (GPU)
-      --batch_tokens  padded tokens per batch (default by model and device)
-      --workers     CPU worker processes (default 1)
-      --block_size  sequences per resumable block (default 4096)
-      --overwrite   redo a complete output
+    Usage: virnucpro-extract dnabert|esm --input FASTA --output H5 [flags]
+    A complete output made the same way is skipped; a killed run resumes from <output>.partial;
+    a second run on the same --output stops at once.
+
+    Args:
+      kind: dnabert (DNABERT-S on nucleotide frames) or esm (ESM-2 on proteins).
+      input: FASTA file of sequences (plain or .gz).
+      output: HDF5 embeddings file to write.
+      model: hub id or local model folder. Default: zhihan1996/DNABERT-S or facebook/esm2_t36_3B_UR50D.
+      device: auto (a GPU if there is one), cpu, cuda (every visible GPU, or --gpus N) or cuda:N.
+      precision: auto, fp32, bf16 or fp16; auto = bf16 on a GPU, fp32 (exact) on a CPU.
+      batch_tokens: padded tokens per batch. Default: 65536 (dnabert) / 32768 (esm) on a GPU, 8192 / 4096 on a CPU.
+      compile: auto, on or off: torch.compile ESM-2; auto = on for a GPU, off on a CPU.
+      threads: torch threads. Default: the CPUs this process may use (split among --workers).
+      workers: CPU worker processes, each with its own model.
+      gpus: how many GPUs to use with --device cuda. Default: all visible.
+      max_residues: ESM-2 only: longer proteins are cut to this many residues, with a warning. Default: 4096.
+      block_size: sequences per window, the unit of resume after a kill.
+      overwrite: redo a complete output.
+      verbose: debug logging.
     """
     extract_embeddings(kind, input, output, model=model, device=device, precision=precision, batch_tokens=batch_tokens,
-                       gpus=gpus, workers=workers, overwrite=overwrite, block_size=block_size)
+                       gpus=gpus, workers=workers, overwrite=overwrite, block_size=block_size, compile=compile,
+                       threads=threads, max_residues=max_residues)

@@ -20,6 +20,8 @@ NUCLEOTIDE_LETTERS = b"ACGTURYSWKMBDHVNacgturyswkmbdhvn"
 PROTEIN_LETTERS = b"ACDEFGHIKLMNPQRSTVWYBJOUXZacdefghiklmnpqrstvwybjouxz*"
 _WHITESPACE = b" \t\r\n\v\f"
 _PROTEIN_ONLY = set(b"EFILPQefilpq")
+#: RNA read as DNA: U (uracil) stands where DNA has T.
+_U_AS_T = bytes.maketrans(b"Uu", b"Tt")
 
 
 def stem(path):
@@ -81,7 +83,7 @@ def read_fasta(path, alphabet="nucleotide", allow_empty_file=False, check_duplic
     """Yield (record_id, sequence) as str for each non-empty record of a FASTA file.
 
     alphabet: 'nucleotide', 'protein' or None (no letter check). Empty records are skipped
-    with a warning naming them. Raises UserError for a missing, empty (unless allow_empty_file)
+    with a warning naming them; RNA (U for T) in a nucleotide file is read as DNA, with a warning. Raises UserError for a missing, empty (unless allow_empty_file)
     or non-FASTA file, a bad letter, or a duplicate id. `progress` (a tqdm whose total is the
     file's size on disk) is advanced by the bytes read, compressed bytes for gzip.
     """
@@ -90,14 +92,22 @@ def read_fasta(path, alphabet="nucleotide", allow_empty_file=False, check_duplic
     number = 0
     record_id = None
     parts = []
+    rna_records = 0
 
     def finish():
+        nonlocal rna_records
         seq = b"".join(parts)
         if not seq:
             log.warning("%s: record %d '%s' has an empty sequence; skipped", path, number, record_id)
             return None
         if allowed is not None:
             _check_letters(path, number, record_id, seq, allowed, alphabet)
+        if alphabet == "nucleotide" and (b"U" in seq or b"u" in seq):
+            if not rna_records:
+                log.warning("%s: record %d '%s' is RNA (has U): reading U as T, here and in any further "
+                            "RNA record of this file", path, number, record_id)
+            rna_records += 1
+            seq = seq.translate(_U_AS_T)
         try:
             return seq.decode("ascii")
         except UnicodeDecodeError:
@@ -146,6 +156,8 @@ def read_fasta(path, alphabet="nucleotide", allow_empty_file=False, check_duplic
     seq = finish()
     if seq is not None:
         yield record_id, seq
+    if rna_records > 1:
+        log.warning("%s: %d RNA records read with U as T", path, rna_records)
 
 
 def count_records(path):

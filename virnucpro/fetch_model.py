@@ -138,15 +138,27 @@ def fetch_model_snapshot(model, outdir, revision="main", overwrite=False):
     return record
 
 
-def fetch_model(model, outdir, revision="main", overwrite=False, verbose=False):
+def fetch_model(model, outdir=None, revision="main", overwrite=False, resolve=False, verbose=False):
     """Snapshot a Hugging Face hub model into DIR once (what virnucpro-extract loads, nothing else).
 
     Usage: virnucpro-fetch-model --model HUB_ID --outdir DIR [--revision REV] [--overwrite]
-      --model     hub id, e.g. zhihan1996/DNABERT-S or facebook/esm2_t36_3B_UR50D (a local folder
-                  needs no fetching: give it to virnucpro-extract / the pipeline directly)
-      --revision  branch, tag or commit (default main); resolved to a commit before downloading
+           virnucpro-fetch-model --model HUB_ID --resolve [--revision REV]
     Writes the configs, tokenizer files and one weight format (safetensors, else pytorch_model*.bin)
     into DIR, and DIR/virnucpro_model.json with the model, revision and commit. DIR appears only
     when complete; a DIR already holding this model and revision is kept.
+
+    Args:
+      model: hub id, e.g. zhihan1996/DNABERT-S or facebook/esm2_t36_3B_UR50D (a local folder needs no fetching: give it to virnucpro-extract / the pipeline directly).
+      outdir: folder to write the snapshot to (required unless --resolve).
+      revision: branch, tag or commit; resolved to a commit before downloading.
+      overwrite: fetch again even if DIR already holds this model and revision.
+      resolve: only print the commit REV resolves to, download nothing (the pipeline keys its store by that commit before fetching).
+      verbose: debug logging.
     """
+    if resolve:
+        _check_model_id(str(model))
+        print(_resolve(str(model), str(revision))[0])
+        return
+    if outdir is None:
+        raise UserError("--outdir is required (or --resolve to print the commit only)")
     fetch_model_snapshot(model, outdir, revision=revision, overwrite=overwrite)

@@ -22,8 +22,6 @@ import subprocess
 import sys
 import tempfile
 
-import torch
-
 log = logging.getLogger(__name__)
 
 DNABERT_SEED = 20240611
@@ -120,6 +118,8 @@ def _dnabert_tokenizer():
 
 
 def make_dnabert(folder, seed=DNABERT_SEED):
+    import torch
+
     from .dnabert import DnabertConfig, DnabertModel
 
     os.makedirs(folder, exist_ok=True)
@@ -149,6 +149,7 @@ def make_dnabert(folder, seed=DNABERT_SEED):
 
 
 def make_esm(folder, seed=ESM_SEED):
+    import torch
     from transformers import EsmConfig, EsmForMaskedLM, EsmTokenizer
 
     os.makedirs(folder, exist_ok=True)
@@ -218,5 +219,10 @@ def make_test_models(outdir):
 
 
 def main(outdir, verbose=False):
-    """Write tiny random DNABERT-S, ESM-2 and classifier models (real formats) to --outdir."""
+    """Write tiny random DNABERT-S, ESM-2 and classifier models (real formats) to --outdir.
+
+    Args:
+      outdir: folder for DIR/dnabert, DIR/esm and DIR/classifier.pth (created if needed).
+      verbose: debug logging.
+    """
     make_test_models(outdir)

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import __version__
 from .errors import UserError
-from .outputs import already_complete, atomic_paths
+from .outputs import atomic_paths, exclusive, input_identity, remove_own_temps, reuse_existing
 from .parallel import ordered_map, plan_pool
 from .pt_io import is_hdf5, read_pt_embeddings
 
@@ -31,6 +31,8 @@ _SIDE_WORDS = re.compile(
     r"[._-](nucleotide|nucl|dna|protein|prot|dnabert[_-]?s?|esm2?|embeddings?|emb)$", re.IGNORECASE
 )
 _EXPECTED_KIND = {"nucleotide": "dnabert", "protein": "esm"}
+#: Root attribute of a features file: JSON of what it was made from (see `merge_record`).
+MADE_FROM = "made_from"
 
 
 class EmbeddingInput:
@@ -148,17 +150,52 @@ def _progress(n_rows, name):
     return tqdm(total=n_rows, unit="row", desc=f"merge {name}", mininterval=1.0)
 
 
-def merge_features(nucleotide, protein, output, skip_missing=False, overwrite=False, block_rows=BLOCK_ROWS):
+def merge_record(nucleotide, protein, skip_missing):
+    """What a features file is made from: each input's identity (the identity attributes extract
+    records, or the bytes' SHA-256 for other files) and the skip_missing setting."""
+    from .embeddings_h5 import IDENTITY_ATTRS
+
+    return {"nucleotide": input_identity(nucleotide, IDENTITY_ATTRS),
+            "protein": input_identity(protein, IDENTITY_ATTRS), "skip_missing": bool(skip_missing)}
+
+
+def recorded_merge(path):
+    """The `merge_record` a features file carries, or None (missing, unreadable or not recorded)."""
+    import json
+
+    from .embeddings_h5 import text_attrs
+
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as handle:
+            return json.loads(text_attrs(handle.attrs)[MADE_FROM])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def merge_features(nucleotide, protein, output, skip_missing=False, overwrite=False, block_rows=BLOCK_ROWS,
+                   redo=False):
     """Merge one nucleotide/protein embedding pair into a features HDF5 file; returns its path.
 
-    Skips the work when `output` already exists (outputs are only ever renamed into place
-    complete), unless `overwrite`.
+    The output records what it was made from (`merge_record`). A complete output made from the
+    same inputs is skipped; one made from other inputs is refused (one line) unless `overwrite`,
+    or made again with `redo` (for a caller that owns the folder). One run at a time per output.
     """
+    output = str(output)
+    record = merge_record(nucleotide, protein, skip_missing)
+    with exclusive(output, f"merged features {output}"):
+        if reuse_existing([output], recorded_merge(output), record, overwrite, redo, "merged features"):
+            return output
+        remove_own_temps(output)
+        return _merge(nucleotide, protein, output, skip_missing, block_rows, record)
+
+
+def _merge(nucleotide, protein, output, skip_missing, block_rows, record):
+    import json
+
     import h5py
 
-    output = str(output)
-    if already_complete([output], overwrite, "merged features"):
-        return output
     with EmbeddingInput(nucleotide, "nucleotide") as nucl, EmbeddingInput(protein, "protein") as prot:
         nucl_rows, prot_rows = _join(nucl, prot, skip_missing)
         n_rows = len(nucl_rows)
@@ -175,6 +212,7 @@ def merge_features(nucleotide, protein, output, skip_missing=False, overwrite=Fa
                     block = np.empty((stop - start, width), np.float32)
                     nucl.read_into(nucl_rows[start:stop], block, slice(0, nucl.dim))
                     prot.read_into(prot_rows[start:stop], block, slice(nucl.dim, width))
+                    _check_finite(block, nucl.ids, nucl_rows[start:stop], nucl.path, prot.path)
                     features.write_direct(block, dest_sel=np.s_[start:stop])
                     if progress is not None:
                         progress.update(stop - start)
@@ -184,6 +222,7 @@ def merge_features(nucleotide, protein, output, skip_missing=False, overwrite=Fa
                 out.attrs["protein_dim"] = prot.dim
                 out.attrs["kind"] = "features"
                 out.attrs["virnucpro_version"] = __version__
+                out.attrs[MADE_FROM] = json.dumps(record, sort_keys=True)
                 for side, inp in (("nucleotide", nucl), ("protein", prot)):
                     out.attrs[f"{side}_source"] = os.path.basename(inp.path)
                     for key in ("model", "model_revision", "precision", "pooling"):
@@ -191,6 +230,15 @@ def merge_features(nucleotide, protein, output, skip_missing=False, overwrite=Fa
                             out.attrs[f"{side}_{key}"] = str(inp.attrs[key])
     log.info("merged %d rows (%d + %d columns) into %s", n_rows, nucl.dim, prot.dim, output)
     return output
+
+
+def _check_finite(block, ids, rows, *paths):
+    """NaN or infinite embeddings would become features that get a verdict anyway: refuse them."""
+    bad = ~np.isfinite(block).all(axis=1)
+    if bad.any():
+        named = [ids[r] for r, b in zip(rows, bad) if b]
+        raise UserError(f"non-finite (NaN or infinite) embeddings for {len(named)} frame(s) in this block: "
+                        f"{_name_some(named)} (inputs {' and '.join(paths)})")
 
 
 # ---- many pairs ------------------------------------------------------------------------------
@@ -333,7 +381,18 @@ def merge(
     shard name (side words such as nucleotide/dnabert/protein/esm removed), --outdir DIR
     [--workers N]; writes DIR/<shard>.features.h5.
     Ids in only one input are an error naming them; --skip_missing drops them with a warning.
-    Existing complete outputs are skipped unless --overwrite.
+    An output records what it was made from: a rerun skips one made from the same inputs and
+    refuses (one line) to replace one made from others unless --overwrite.
+
+    Args:
+      nucleotide: DNABERT-S embeddings (HDF5 or the original's .pt); many pairs: a folder or a comma-separated list.
+      protein: ESM-2 embeddings of the same frames (HDF5 or .pt); many pairs: as --nucleotide.
+      output: the features HDF5 to write (one pair).
+      outdir: the folder for DIR/<shard>.features.h5 (many pairs).
+      workers: processes for many pairs (default: all CPUs available to this job).
+      skip_missing: drop ids found in only one input, with a warning, instead of stopping.
+      overwrite: redo even if a complete output exists.
+      verbose: debug logging.
     """
     if (output is None) == (outdir is None):
         raise UserError("give exactly one of --output (one pair) or --outdir (many pairs)")

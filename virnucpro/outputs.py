@@ -26,13 +26,18 @@ def atomic_paths(paths):
     tmps = [temp_path_for(p) for p in paths]
     try:
         yield tmps
+        for tmp, final in zip(tmps, paths):
+            publish(tmp, final)
     except BaseException:
-        for tmp in tmps:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(tmp)
+        discard(tmps)
         raise
-    for tmp, final in zip(tmps, paths):
-        publish(tmp, final)
+
+
+def discard(tmps):
+    """Remove temporary files that exist (after a failure; a published one is already gone)."""
+    for tmp in tmps:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
 
 
 def publish(tmp, final):
@@ -41,14 +46,6 @@ def publish(tmp, final):
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, final)
-
-
-def already_complete(paths, overwrite=False, what="output"):
-    """True (and log it) when every path exists and we were not told to overwrite: resume skips the work."""
-    if overwrite or not paths or not all(os.path.exists(p) for p in paths):
-        return False
-    log.info("%s already complete, skipping (use --overwrite to redo): %s", what, ", ".join(paths))
-    return True
 
 
 def lock_path(path):
@@ -74,6 +71,7 @@ def exclusive(path, what=None):
     from .errors import UserError
 
     lock = lock_path(path)
+    created = _missing_folders(os.path.dirname(lock))
     os.makedirs(os.path.dirname(lock), exist_ok=True)
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
@@ -104,6 +102,22 @@ def exclusive(path, what=None):
         with contextlib.suppress(OSError):
             os.remove(lock)
         os.close(fd)
+        for folder in created:  # a run that wrote nothing leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+
+
+def _missing_folders(folder):
+    """The folders `os.makedirs(folder)` would create, deepest first."""
+    missing = []
+    folder = os.path.abspath(folder)
+    while not os.path.exists(folder):
+        missing.append(folder)
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    return missing
 
 
 def _read_holder(fd):
@@ -115,3 +129,121 @@ def _read_holder(fd):
         return f"pid {holder['pid']} on {holder['host']} since {holder['started']}: {holder['command']}"
     except (OSError, ValueError, KeyError, TypeError):
         return "holder unknown"
+
+
+# ---- what an output was made from: recorded with it, checked on a rerun ------------------------
+
+
+def file_sha256(path):
+    """SHA-256 of a file's bytes."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def input_identity(path, recorded_attrs=()):
+    """What identifies an input's content: `recorded_attrs` of an HDF5 file that has them all
+    (the identity its maker recorded, e.g. extract's model revision and input digest), else the
+    SHA-256 of its bytes. Never the file's time: a copy is the same input."""
+    from .pt_io import is_hdf5
+
+    path = str(path)
+    if is_hdf5(path) and recorded_attrs:  # is_hdf5: one line for a missing file or a folder
+        import h5py
+
+        from .embeddings_h5 import text_attrs
+
+        try:
+            with h5py.File(path, "r") as handle:
+                attrs = text_attrs(handle.attrs)
+        except OSError:
+            attrs = {}  # unreadable: its reader says why; the bytes still identify it
+        if all(key in attrs for key in recorded_attrs):
+            return {key: attrs[key] for key in recorded_attrs}
+    return {"sha256": file_sha256(path)}
+
+
+def as_record(data):
+    """`data` as it reads back from JSON (tuples become lists), so records compare equal."""
+    import json
+
+    return json.loads(json.dumps(data, sort_keys=True))
+
+
+def read_record(path):
+    """The JSON record at `path`, or None when it is missing or unreadable."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def write_record(path, record):
+    """Write a JSON record atomically."""
+    import json
+
+    with atomic_paths([path]) as (tmp,):
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(record, handle, indent=1, sort_keys=True)
+            handle.write("\n")
+
+
+def reuse_existing(paths, recorded, expected, overwrite=False, redo=False, what="output"):
+    """Decide what to do with existing outputs before making `paths` from `expected` (a record of
+    the inputs' identity and the settings).
+
+    True: every path exists and `recorded` equals `expected`: skip the work (logged).
+    False: nothing there yet, `overwrite`, or (with `redo`, for a caller that owns the folder)
+    made differently: do the work (a redo is logged with what differs).
+    Otherwise a UserError: the outputs exist but were made differently; never kept silently.
+    """
+    from .errors import UserError
+
+    in_the_way = [p for p in paths if os.path.isdir(p)]
+    if in_the_way:
+        raise UserError(f"{in_the_way[0]}: is a folder, where an output file of that name goes")
+    if overwrite or not all(os.path.exists(p) for p in paths):
+        return False
+    expected = as_record(expected)
+    if recorded is None:
+        differs = "no record of how they were made"
+    else:
+        keys = sorted(set(expected) | set(recorded))
+        differs = ", ".join(k for k in keys if recorded.get(k) != expected.get(k))
+        if not differs:
+            log.info("%s already complete, skipping (use --overwrite to redo): %s", what, ", ".join(paths))
+            return True
+        differs += " differ"
+    if redo:
+        log.info("%s was made differently (%s): making it again", what, differs)
+        return False
+    raise UserError(f"{paths[0]} exists but was made differently ({differs}); use --overwrite to replace it")
+
+
+def remove_own_temps(path):
+    """Remove the temporary files `temp_path_for(path)` makes (`.<name>.XXXXXXXX.tmp` beside it)
+    that a killed run left. Only under `exclusive(...)`: no live run can own them then. Any other
+    file, hidden or not, is left alone."""
+    import re
+
+    folder, name = os.path.split(os.path.abspath(path))
+    own = re.compile(re.escape(f".{name}.") + r"[a-z0-9_]{8}\.tmp")
+    if not os.path.isdir(folder):
+        return 0
+    removed = 0
+    for entry in os.listdir(folder):
+        if own.fullmatch(entry):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(folder, entry))
+                removed += 1
+    if removed:
+        log.info("removed %d temporary file(s) of %s left by an interrupted run", removed, os.path.basename(path))
+    return removed

@@ -1,7 +1,14 @@
-"""Spawn-pool plumbing shared by the tools: pick workers/batches/chunksize, stream results in order."""
+"""Spawn-pool plumbing shared by the tools: pick workers/batches/chunksize, stream results in order.
 
+`ordered_map` is the one process-pool helper (translate, merge and extract use it). Its workers
+ignore Ctrl-C (the parent handles it and ends the pool, so no worker prints a traceback) and exit
+by themselves when their parent dies (kill -9, OOM killer), so none lingers holding a model or GPU.
+"""
+
+import contextlib
 import multiprocessing
 import os
+import signal
 import threading
 
 
@@ -23,27 +30,73 @@ def plan_pool(n_tasks, workers=None, max_chunksize=4):
     return workers, chunksize
 
 
-def _bounded(tasks, slots):
+def exit_with_parent():
+    """A pool worker waits on a queue its parent feeds: if the parent is killed nothing wakes it,
+    and it would hold its memory (a model, a GPU) forever. Exit as soon as the parent is gone."""
+    import multiprocessing.connection
+
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        def watch():
+            multiprocessing.connection.wait([parent.sentinel])
+            os._exit(1)
+
+        threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _init_worker(initializer, initargs):
+    """Every pool worker: Ctrl-C is the parent's business; die with the parent; then the caller's setup."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent()
+    if initializer is not None:
+        initializer(*initargs)
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Ignore Ctrl-C while pool workers are started (a spawned process keeps an ignored SIGINT)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _bounded(tasks, slots, stop):
     """Hand out tasks only while a slot is free; the consumer frees one per result taken."""
     for task in tasks:
         slots.acquire()
+        if stop.is_set():
+            return
         yield task
 
 
-def ordered_map(worker, tasks, workers, chunksize=1, max_in_flight=None):
+def ordered_map(worker, tasks, workers, chunksize=1, max_in_flight=None, initializer=None, initargs=()):
     """Yield worker(task) in task order: in this process for one worker, else with a spawn pool's imap.
 
     `tasks` may be a generator. Pool.imap alone would read it to the end at once (its feeder
     thread has no back-pressure), so at most `max_in_flight` tasks are read ahead: memory stays
-    flat however large the input is.
+    flat however large the input is. `initializer(*initargs)` runs once per worker process (in
+    this process when there is one worker).
     """
     if workers <= 1:
+        if initializer is not None:
+            initializer(*initargs)
         yield from map(worker, tasks)
         return
     max_in_flight = max(max_in_flight or workers * chunksize * 2, 2 * chunksize)
-    slots = threading.Semaphore(max_in_flight)
+    slots, stop = threading.Semaphore(max_in_flight), threading.Event()
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(workers) as pool:
-        for result in pool.imap(worker, _bounded(tasks, slots), chunksize=chunksize):
-            slots.release()
-            yield result
+    with _sigint_ignored():  # workers inherit it: a Ctrl-C while they still import is no traceback either
+        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(initializer, initargs))
+    with pool:
+        try:
+            for result in pool.imap(worker, _bounded(tasks, slots, stop), chunksize=chunksize):
+                slots.release()
+                yield result
+        finally:  # stopped early (error, Ctrl-C): unblock the pool's feeder so the pool can end
+            stop.set()
+            slots.release(max_in_flight)

@@ -60,6 +60,27 @@ def is_hdf5(path):
         raise UserError(f"{path}: is a folder, not a file") from None
 
 
+def one_line(err):
+    """An exception's whole message on one line (torch's shape errors span several)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if lines and lines[0].startswith("Error(s) in loading state_dict"):
+        lines = lines[1:]
+    return " ".join(lines) or type(err).__name__
+
+
+def torch_load_problem(err):
+    """Why `torch.load(weights_only=True)` refused a file, without torch's advice to turn the
+    safety off (`weights_only=False` would run whatever code the pickle holds)."""
+    text = str(err)
+    if "GLOBAL" in text:
+        name = text.split("GLOBAL", 1)[1].split()[0].strip()
+        return f"it needs '{name}', which is not allowed (no pickled code is run)"
+    advice = ("weights_only", "Weights only load failed", "trust", "documentation of torch.load", "safe_globals")
+    lines = [line.strip().removeprefix("WeightsUnpickler error:").strip() for line in text.splitlines()]
+    kept = [line for line in lines if line and not any(word in line for word in advice)]
+    return " ".join(kept) or "it holds more than tensors and plain containers (no pickled code is run)"
+
+
 class _StorageType:
     """Stands for `torch.FloatStorage` & co. in the pickle: only its numpy dtype is kept."""
 
@@ -183,8 +204,7 @@ def load_pt(path):
         try:
             return _tensors_to_numpy(torch.load(path, map_location="cpu", weights_only=True))
         except Exception as err:
-            lines = str(err).strip().splitlines()
-            raise UserError(f"{path}: not a safe PyTorch .pt file ({lines[0] if lines else type(err).__name__})") from None
+            raise UserError(f"{path}: not a safe PyTorch .pt file ({torch_load_problem(err)})") from None
     with archive:
         pickles = [n for n in archive.namelist() if n.endswith("data.pkl") and n.count("/") == 1]
         if len(pickles) != 1:

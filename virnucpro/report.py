@@ -20,8 +20,9 @@ from .errors import UserError
 
 log = logging.getLogger(__name__)
 
-#: The report's file name in the output folder.
+#: The report's file name in the output folder, and the record of what it was made from.
 REPORT = "report.html"
+REPORT_RECORD = "report.json"
 #: Sequences drawn as chunk tracks (the original drew 5), and rows in the HTML verdict table.
 TRACKS = 12
 TABLE_ROWS = 2000
@@ -91,6 +92,8 @@ def read_results(tables, threshold):
             s1, s2 = float(score1), float(score2)
         except ValueError:
             raise UserError(f"{path}, line {number}: expected 4 tab-separated fields (id, label, two scores)") from None
+        if not (np.isfinite(s1) and np.isfinite(s2)):
+            raise UserError(f"{path}, line {number}: frame '{frame_id}' has a non-finite score ({score1}, {score2})")
         scores.append(s2)
         frames_virus += label == "virus"
         update_chunk_best(chunk_best, frame_id, s1, s2)
@@ -283,41 +286,78 @@ def _check_threshold(results, path):
                     path, len(disagree), disagree[0], results.threshold)
 
 
-def report(predictions, summary, outdir, chunk_size=500, threshold=None, name=None, overwrite=False, verbose=False):
-    """Write DIR/report.html for the tables of a prediction run (virnucpro-classify or -predict).
+def make_report(predictions, summary, outdir, chunk_size=None, threshold=None, name=None, settings=None,
+                times=None, results=None, overwrite=False, redo=False):
+    """Write outdir/report.html for the tables `predictions` and `summary`; returns its path.
 
-    Usage: virnucpro-report --predictions prediction_results.tsv --summary sequence_summary.tsv --outdir DIR
-             [--chunk_size 300|500] [--threshold X] [--name NAME] [--overwrite]
-      --predictions  prediction_results.tsv (one row per scored frame)
-      --summary      sequence_summary.tsv (one row per sequence)
-      --chunk_size   the run's chunk size (default 500), to draw chunks along the sequences
-      --threshold    the run's verdict threshold (default 0.5), drawn on the score plot
-      --name         what the report is about, in its title (default: the summary's folder name)
-    One self-contained HTML file (plots embedded, no external links), written atomically; an
-    existing report.html is kept unless --overwrite.
+    `chunk_size` and `threshold` default to those classify recorded for this summary
+    (classify.json beside it), else 500 and 0.5. `outdir/report.json` records what the report was
+    made from: a report made the same way is kept; one made differently is refused (one line)
+    unless `overwrite`, or made again with `redo` (for a caller that owns the folder).
+    `settings`/`times` (predict's) are shown in the report; `results`, when the caller has read
+    the tables already.
     """
-    from .classify import DEFAULT_THRESHOLD
-    from .outputs import already_complete
+    from .classify import DEFAULT_THRESHOLD, read_manifest
+    from .outputs import exclusive, input_identity, remove_own_temps, reuse_existing, write_record, read_record
 
     predictions, summary, outdir = str(predictions), str(summary), str(outdir)
+    recorded = read_manifest(summary) or {}
+    if chunk_size is None:
+        chunk_size = recorded.get("chunk_size") or 500
+    if threshold is None:
+        threshold = recorded.get("threshold", DEFAULT_THRESHOLD)
     if str(chunk_size) not in ("300", "500"):
         log.warning("--chunk_size %s: the published classifiers were trained on 300 or 500", chunk_size)
     try:
         chunk_size = int(chunk_size)
-        threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+        threshold = float(threshold)
     except ValueError:
         raise UserError(f"--chunk_size must be a whole number and --threshold a number, got {chunk_size!r}, {threshold!r}") from None
     if chunk_size <= 0:
         raise UserError(f"--chunk_size must be positive, got {chunk_size}")
-    path = os.path.join(outdir, REPORT)
-    if already_complete([path], overwrite, "report"):
-        return
-    results = read_results(dict(predictions=predictions, summary=summary), threshold)
-    _check_chunk_size(results, chunk_size, summary)
-    _check_threshold(results, summary)
     name = str(name) if name is not None else os.path.basename(os.path.dirname(os.path.abspath(summary)))
-    settings = dict(input_name=name, chunk_size=chunk_size, threshold=threshold,
-                    predictions=os.path.basename(predictions), summary=os.path.basename(summary))
-    write_report(path, results, settings, {}, chunk_size)
+    settings = settings or dict(input_name=name, chunk_size=chunk_size, threshold=threshold,
+                                predictions=os.path.basename(predictions), summary=os.path.basename(summary))
+    record = dict(settings, chunk_size=chunk_size, threshold=threshold,
+                  tables={"predictions": input_identity(predictions), "summary": input_identity(summary)})
+    path = os.path.join(outdir, REPORT)
+    record_path = os.path.join(outdir, REPORT_RECORD)
+    with exclusive(path, f"report {path}"):
+        if reuse_existing([path], (read_record(record_path) or {}).get("made_from"), record, overwrite, redo, "report"):
+            return path
+        if results is None:
+            results = read_results(dict(predictions=predictions, summary=summary), threshold)
+        _check_chunk_size(results, chunk_size, summary)
+        _check_threshold(results, summary)
+        for temp_of in (path, record_path):
+            remove_own_temps(temp_of)
+        if os.path.exists(record_path):  # an earlier record must not vouch for the report replaced now
+            os.remove(record_path)
+        write_report(path, results, settings, times or {}, chunk_size)
+        write_record(record_path, {"made_from": record})
     counts = results.counts()
     log.info("wrote %s: %d sequences, %d frames scored", path, counts["sequences"], counts["frames"])
+    return path
+
+
+def report(predictions, summary, outdir, chunk_size=None, threshold=None, name=None, overwrite=False, verbose=False):
+    """Write DIR/report.html for the tables of a prediction run (virnucpro-classify or -predict).
+
+    Usage: virnucpro-report --predictions prediction_results.tsv --summary sequence_summary.tsv --outdir DIR
+             [--chunk_size 300|500] [--threshold X] [--name NAME] [--overwrite]
+    One self-contained HTML file (plots embedded, no external links), written atomically, with
+    DIR/report.json recording what it was made from; an existing report made the same way is
+    kept, one made differently is refused unless --overwrite.
+
+    Args:
+      predictions: prediction_results.tsv (one row per scored frame).
+      summary: sequence_summary.tsv (one row per sequence).
+      outdir: folder for report.html (created if needed).
+      chunk_size: the run's chunk size, to draw chunks along the sequences (default: the one classify recorded in classify.json beside the summary, else 500).
+      threshold: the run's verdict threshold, drawn on the score plot (default: the one classify recorded, else 0.5).
+      name: what the report is about, in its title (default: the summary's folder name).
+      overwrite: replace an existing report made differently.
+      verbose: debug logging.
+    """
+    make_report(predictions, summary, outdir, chunk_size=chunk_size, threshold=threshold, name=name,
+                overwrite=overwrite)

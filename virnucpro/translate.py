@@ -5,7 +5,7 @@ and every codon position of both strands is translated at once with a NumPy look
 is then one C-level strided slice of that table's output.
 """
 
-import json
+import contextlib
 import logging
 import math
 import os
@@ -17,7 +17,7 @@ from tqdm import tqdm
 from . import __version__
 from .errors import UserError
 from .fasta import check_readable, format_record, read_fasta, stem, wrap_record
-from .outputs import atomic_paths, publish, temp_path_for
+from .outputs import discard, publish, temp_path_for
 from .parallel import available_cpus, ordered_map, plan_pool
 
 log = logging.getLogger(__name__)
@@ -173,27 +173,38 @@ def output_paths(input, outdir, shard_count=0, write_chunks=False):
     return paths
 
 
-def _finished_run(manifest_path, settings):
-    """The outputs of an earlier run with the same settings, if it completed; else None."""
-    try:
-        with open(manifest_path) as handle:
-            manifest = json.load(handle)
-    except (OSError, ValueError):
+def _our_outputs(input, outdir):
+    """The final names of `input`'s outputs (any shard layout) that exist in `outdir`."""
+    base = re.escape(stem(input))
+    ours = re.compile(base + r"((\.\d{5})?\.(nucleotide|protein)\.fa|\.sequences\.tsv|\.chunks\.fa)")
+    return sorted(os.path.join(outdir, name) for name in os.listdir(outdir) if ours.fullmatch(name))
+
+
+def _recorded_outputs(manifest, outdir):
+    """The output paths a manifest lists (a dict like `output_paths` gives), or None if it lists none."""
+    listed = manifest.get("outputs")
+    if not isinstance(listed, dict) or not {"nucleotide", "protein", "sequences"} <= set(listed):
         return None
-    if manifest.get("settings") != settings:
-        return None
-    folder = os.path.dirname(manifest_path)
-    outputs = {key: [os.path.join(folder, n) for n in names] if isinstance(names, list) else os.path.join(folder, names)
-               for key, names in manifest["outputs"].items()}
-    files = outputs["nucleotide"] + outputs["protein"] + [outputs["sequences"]]
-    return outputs if all(os.path.exists(f) for f in files) else None
+    return {key: [os.path.join(outdir, n) for n in names] if isinstance(names, list) else os.path.join(outdir, names)
+            for key, names in listed.items()}
+
+
+def _files(outputs):
+    """The output files of an `output_paths`-like dict, the manifest excepted."""
+    return outputs["nucleotide"] + outputs["protein"] + [outputs[key] for key in ("sequences", "chunks") if key in outputs]
+
+
+def _temp_bases(input, outdir):
+    """The names our temporary files derive from (`outputs.temp_path_for`), for cleanup."""
+    paths = output_paths(input, outdir, write_chunks=True)
+    return [os.path.join(outdir, f"{stem(input)}.shard"), paths["sequences"], paths["chunks"], paths["manifest"]]
 
 
 class _ShardWriter:
     """Writes frames to numbered (nucleotide, protein) temporary files of `shard_size` frames each."""
 
-    def __init__(self, outdir, shard_size):
-        self.outdir, self.shard_size = outdir, shard_size
+    def __init__(self, base, shard_size):
+        self.base, self.shard_size = base, shard_size  # temporaries are named .<base name>.XXXXXXXX.tmp
         self.temps, self.frames_in_shard, self.handles = [], 0, None
         self._open()
 
@@ -207,7 +218,7 @@ class _ShardWriter:
         self.frames_in_shard = 0
 
     def _temp(self):
-        return temp_path_for(os.path.join(self.outdir, "shard"))
+        return temp_path_for(self.base)
 
     def write(self, nucleotide, protein):
         """Write formatted records (same frames in both lists), opening a new shard when one is full."""
@@ -228,20 +239,23 @@ class _ShardWriter:
             handle.close()
 
     def discard(self):
-        self.close()
-        for pair in self.temps:
-            for temp in pair:
-                if os.path.exists(temp):
-                    os.remove(temp)
+        with contextlib.suppress(OSError):  # flushing onto a full disk fails again: remove anyway
+            self.close()
+        discard([temp for pair in self.temps for temp in pair])
 
 
 def translate_fasta(input, outdir, chunk_size=500, workers=None, shard_size=0, overwrite=False,
-                    write_chunks=False, batch_bases=None):
-    """Translate one FASTA file; returns dict(nucleotide=[paths], protein=[paths], sequences=path).
+                    write_chunks=False, batch_bases=None, redo=False):
+    """Translate one FASTA file; returns dict(nucleotide=[paths], protein=[paths], sequences=path, ...).
 
-    Output is byte-identical for any number of workers. A finished run with the same settings is
-    reused (logged) unless `overwrite`. Nothing is left under a final name if the run fails.
+    Output is byte-identical for any number of workers. `<stem>.translate.json` records the
+    input's SHA-256 and the settings (chunk size, shards): a finished run made the same way is
+    reused (logged); outputs made differently are refused (one line) unless `overwrite`, or made
+    again with `redo` (for a caller that owns the folder). One run at a time per input stem and
+    folder; nothing is left under a final name if the run fails.
     """
+    from .outputs import exclusive, file_sha256, read_record, remove_own_temps, reuse_existing
+
     if not isinstance(chunk_size, int) or chunk_size < 3:
         raise UserError(f"--chunk_size must be a whole number of at least 3, got {chunk_size!r}")
     if chunk_size not in (300, 500):
@@ -249,23 +263,34 @@ def translate_fasta(input, outdir, chunk_size=500, workers=None, shard_size=0, o
     if not isinstance(shard_size, int) or shard_size < 0:
         raise UserError(f"--shard_size must be a whole number >= 0, got {shard_size!r}")
     check_readable(input)
-    os.makedirs(outdir, exist_ok=True)
+    outdir = str(outdir)
+    settings = {"input": os.path.basename(input), "input_sha256": file_sha256(input), "chunk_size": chunk_size,
+                "shard_size": shard_size, "write_chunks": bool(write_chunks)}
     manifest_path = output_paths(input, outdir)["manifest"]
-    source = os.stat(input)
-    settings = {"input": os.path.basename(input), "input_size": source.st_size, "input_mtime_ns": source.st_mtime_ns,
-                "chunk_size": chunk_size, "shard_size": shard_size, "write_chunks": write_chunks,
-                "virnucpro_version": __version__}
-    previous = None if overwrite else _finished_run(manifest_path, settings)
-    if previous:
-        log.info("translation of %s already complete in %s, skipping (use --overwrite to redo)", input, outdir)
-        return previous
+    with exclusive(os.path.join(outdir, stem(input)), f"translation of {stem(input)} in {outdir}"):
+        manifest = read_record(manifest_path)
+        previous = _recorded_outputs(manifest, outdir) if manifest else None
+        existing = _files(previous) if previous else _our_outputs(input, outdir)
+        if existing and reuse_existing(existing, manifest and manifest.get("settings"), settings, overwrite, redo,
+                                       f"translation of {input}"):
+            return previous
+        for base in _temp_bases(input, outdir):
+            remove_own_temps(base)
+        return _translate(input, outdir, settings, workers, batch_bases)
 
-    size = source.st_size
+
+def _translate(input, outdir, settings, workers, batch_bases):
+    """Translate into temporaries, then replace the earlier outputs: manifest first, outputs after it
+    (so a manifest whose outputs all exist always describes them)."""
+    chunk_size, shard_size, write_chunks = settings["chunk_size"], settings["shard_size"], settings["write_chunks"]
+    size = os.stat(input).st_size
     workers, chunksize, batch_bases = plan_translation(size, workers, batch_bases)
     log.info("translating %s: chunk size %d, %d worker(s), batches of ~%d bases", input, chunk_size, workers, batch_bases)
 
-    writer = _ShardWriter(outdir, shard_size)
-    table_temp = temp_path_for(output_paths(input, outdir)["sequences"])
+    names = output_paths(input, outdir, write_chunks=write_chunks)
+    writer = _ShardWriter(_temp_bases(input, outdir)[0], shard_size)
+    table_temp = temp_path_for(names["sequences"])
+    temps = [table_temp]
     n_records = n_frames = n_chunks = n_frameless = 0
     try:
         with open(table_temp, "w", encoding="utf-8") as table, tqdm(total=size, unit="B", unit_scale=True, desc="translate",
@@ -284,29 +309,25 @@ def translate_fasta(input, outdir, chunk_size=500, workers=None, shard_size=0, o
         if not n_records:
             raise UserError(f"{input}: no sequences (every record is empty)")
         if write_chunks:
-            _write_chunks(input, output_paths(input, outdir, write_chunks=write_chunks)["chunks"],
-                          chunk_size, workers, chunksize, batch_bases)
-    except BaseException:
-        writer.discard()
-        if os.path.exists(table_temp):
-            os.remove(table_temp)
-        raise
+            temps.append(temp_path_for(names["chunks"]))
+            _write_chunks(input, temps[-1], chunk_size, workers, chunksize, batch_bases)
 
-    outputs = output_paths(input, outdir, len(writer.temps) if shard_size else 0, write_chunks)
-    if os.path.exists(manifest_path):  # an earlier run's marker must not vouch for half-replaced files
-        os.remove(manifest_path)
-    _remove_stale_shards(outdir, input, outputs)
-    for (nucleotide_temp, protein_temp), nucleotide, protein in zip(writer.temps, outputs["nucleotide"], outputs["protein"]):
-        publish(nucleotide_temp, nucleotide)
-        publish(protein_temp, protein)
-    publish(table_temp, outputs["sequences"])
-    names = {key: [os.path.basename(p) for p in value] if isinstance(value, list) else os.path.basename(value)
-             for key, value in outputs.items()}
-    manifest = {"settings": settings, "outputs": names,
-                "counts": {"records": n_records, "chunks": n_chunks, "frames": n_frames}}
-    with atomic_paths([manifest_path]) as (temp,):
-        with open(temp, "w") as handle:
-            json.dump(manifest, handle, indent=1)
+        outputs = output_paths(input, outdir, len(writer.temps) if shard_size else 0, write_chunks)
+        if os.path.exists(outputs["manifest"]):  # an earlier run's record must not vouch for replaced files
+            os.remove(outputs["manifest"])
+        for old in _our_outputs(input, outdir):
+            os.remove(old)
+        _write_manifest(outputs, settings, {"records": n_records, "chunks": n_chunks, "frames": n_frames})
+        for (nucleotide_temp, protein_temp), nucleotide, protein in zip(writer.temps, outputs["nucleotide"], outputs["protein"]):
+            publish(nucleotide_temp, nucleotide)
+            publish(protein_temp, protein)
+        publish(table_temp, outputs["sequences"])
+        if write_chunks:
+            publish(temps[-1], outputs["chunks"])
+    except BaseException:  # also e.g. a folder in the way of a final name: leave no temporaries
+        writer.discard()
+        discard(temps)
+        raise
     log.info("%d records, %d chunks, %d stop-free frames in %d shard(s) under %s", n_records, n_chunks,
              n_frames, len(outputs["nucleotide"]), outdir)
     if n_frameless:
@@ -314,21 +335,20 @@ def translate_fasta(input, outdir, chunk_size=500, workers=None, shard_size=0, o
     return outputs
 
 
-def _write_chunks(input, path, chunk_size, workers, chunksize, batch_bases):
-    with atomic_paths([path]) as (temp,):
-        with open(temp, "w", encoding="utf-8") as handle:
-            records = read_fasta(input, alphabet="nucleotide", check_duplicates=False)
-            tasks = batches(records, chunk_size, batch_bases)
-            handle.writelines(ordered_map(chunk_batch, tasks, workers, chunksize))
+def _write_manifest(outputs, settings, counts):
+    from .outputs import write_record
+
+    names = {key: [os.path.basename(p) for p in value] if isinstance(value, list) else os.path.basename(value)
+             for key, value in outputs.items()}
+    write_record(outputs["manifest"], {"settings": settings, "outputs": names, "counts": counts,
+                                       "virnucpro_version": __version__})
 
 
-def _remove_stale_shards(outdir, input, outputs):
-    """A rerun with other shard settings must not leave an earlier run's pairs behind."""
-    pair_name = re.compile(re.escape(stem(input)) + r"(\.\d{5})?\.(nucleotide|protein)\.fa")
-    keep = set(map(os.path.basename, outputs["nucleotide"] + outputs["protein"]))
-    for name in os.listdir(outdir):
-        if pair_name.fullmatch(name) and name not in keep:
-            os.remove(os.path.join(outdir, name))
+def _write_chunks(input, temp, chunk_size, workers, chunksize, batch_bases):
+    with open(temp, "w", encoding="utf-8") as handle:
+        records = read_fasta(input, alphabet="nucleotide", check_duplicates=False)
+        tasks = batches(records, chunk_size, batch_bases)
+        handle.writelines(ordered_map(chunk_batch, tasks, workers, chunksize))
 
 
 def translate(input, outdir, chunk_size=500, workers=None, shard_size=0, overwrite=False,
@@ -336,7 +356,9 @@ def translate(input, outdir, chunk_size=500, workers=None, shard_size=0, overwri
     """Cut sequences into chunks and keep each chunk's stop-free six-frame translations.
 
     Writes OUTDIR/<stem>.nucleotide.fa and OUTDIR/<stem>.protein.fa (same ids, same order) and
-    OUTDIR/<stem>.sequences.tsv (id, length, chunks per input record).
+    OUTDIR/<stem>.sequences.tsv (id, length, chunks per input record); OUTDIR/<stem>.translate.json
+    records the input's SHA-256 and the settings. A rerun skips outputs made the same way and
+    refuses (one line) outputs made differently (another input or --chunk_size) unless --overwrite.
 
     Args:
       input: FASTA file of DNA (plain or .gz).
@@ -344,7 +366,7 @@ def translate(input, outdir, chunk_size=500, workers=None, shard_size=0, overwri
       chunk_size: 300 or 500, the length the classifier was trained on.
       workers: processes to use (default: all CPUs available to this job).
       shard_size: frames per output shard pair <stem>.00001.*.fa, ... (0: one pair).
-      overwrite: redo even if a complete output with the same settings exists.
+      overwrite: redo, replacing complete outputs made the same way or differently.
       write_chunks: also write the chunks as <stem>.chunks.fa (wrapped like the original's).
       verbose: debug logging.
     """
