@@ -171,6 +171,23 @@ def test_translate_task_scatters_shards_with_their_checksums(translated, shards)
     check_versions(os.path.join(work, "versions.yml"), {"virnucpro": virnucpro.__version__})
 
 
+def test_test_profile_scatters_the_example_into_several_shards_with_sequences_across_them(processes, tmp_path):
+    """The TRANSLATE task as `-profile test` runs it (its input, chunk and shard size): several shards,
+    and sequences whose frames fall into more than one, so a CI run exercises the gather."""
+    from test_nextflow_static import blocks, params_block, profiles
+
+    test = params_block("params {" + blocks(profiles()["test"], r"\bparams")[0][1] + "}")
+    fasta = test["input_fasta"].replace("${projectDir}", REPO)
+    outputs = run_task("TRANSLATE", str(tmp_path / "translate"), {"fasta": fasta},
+                       **{"meta.id": "metagenome_scaffolds", "params.chunk_size": test["chunk_size"],
+                          "params.shard_size": test["shard_size"]})
+    shard_ids = [[i for i, _ in read_fasta_pairs(path)] for path in outputs["shards/*.nucleotide.fa"]]
+    assert len(shard_ids) >= 3 and all(0 < len(ids) <= test["shard_size"] for ids in shard_ids)
+    sequences = [{frame.rsplit("_chunk_", 1)[0] for frame in ids} for ids in shard_ids]
+    spanning = {name for one, other in zip(sequences, sequences[1:]) for name in one & other}
+    assert len(spanning) >= 2, "no sequence has frames in two shards"
+
+
 @pytest.fixture(scope="module")
 def embedded(processes, shards, test_models, tmp_path_factory):
     """Per shard: DNABERT-S and ESM-2 embeddings from the extraction tasks, then merged features."""

@@ -734,13 +734,21 @@ def test_store_dirs_are_keyed_by_everything_that_determines_the_content():
     assert called_processes()["RESOLVE_MODEL"].directive("cache") == ["false"], "a branch must be re-resolved every run"
 
 
-def test_two_samples_with_identical_content_never_write_one_store_path():
-    """Same md5, other sample: another file in the store, so two tasks never write one path at once."""
+def test_two_shards_with_identical_content_never_write_one_store_folder():
+    """Same md5 (and so the same features_key), other sample or other shard of the same sample:
+    another store folder, so two tasks never write one path at once, versions.yml included
+    (storeDir moves every output of a task, versions.yml too, into its folder)."""
     for called in ("EXTRACT_DNABERT", "EXTRACT_ESM", "MERGE"):
         process = called_processes()[called]
         one = sample_env(process, called=called)
-        other = dict(one, **{"meta.id": "other", "meta.shard": "other.00001"})
-        assert stored_path(called, one) != stored_path(called, other), called
+        others = [dict(one, **{"meta.id": "other", "meta.shard": "other.00001"}),
+                  dict(one, **{"meta.shard": "sample.00002", "meta.shard_index": 2})]
+        folders = [store_dir(called, env) for env in [one] + others]
+        assert len(set(folders)) == len(folders), f"{called}: {folders}"
+        for env, folder in zip([one] + others, folders):
+            assert folder.endswith("/" + env["meta.shard"]), f"{called}: {folder} is not the shard's own folder"
+            outputs = [pattern for kind, pattern in process.declared_outputs(env) if kind == "path"]
+            assert "versions.yml" in outputs and stored_path(called, env).startswith(folder + "/")
 
 
 def test_main_keys_hub_models_by_their_resolved_commit():
@@ -783,6 +791,52 @@ def test_main_uses_nf_schema_for_parameters_help_and_samplesheet():
     spec = schema_properties()["input"]
     assert spec["schema"] == "assets/schema_input.json" and spec["format"] == "file-path"
     assert os.path.exists(os.path.join(REPO, spec["schema"]))
+
+
+def version_tuple(text):
+    return tuple(int(part) for part in text.split("."))
+
+
+def test_command_line_numbers_pass_validation_on_the_strict_parser():
+    """From Nextflow 26.04 the strict parser passes a command-line value of a param whose default is
+    null as a string (nextflow PR #6765); nf-schema casts such values before validating from 2.7.2
+    (changelog: cast_cli_params), and nf-schema >= 2.6.0 needs Nextflow >= 25.10.0. 3.x dropped
+    the `validation.help` configuration this pipeline uses."""
+    config = strip_comments(open(CONFIG).read())
+    pinned = version_tuple(re.search(r"id\s*'nf-schema@([\d.]+)'", config).group(1))
+    assert (2, 7, 2) <= pinned < (3,), f"nf-schema {pinned}: needs 2.7.2 or later 2.x"
+    ((_, manifest),) = blocks(config, r"\bmanifest")
+    minimum = re.search(r"nextflowVersion\s*=\s*'!>=([\d.]+)'", manifest)
+    assert minimum, "manifest.nextflowVersion must be a hard minimum ('!>=...')"
+    assert version_tuple(minimum.group(1)) >= (25, 10, 0)
+    readme = open(os.path.join(REPO, "README.md")).read()
+    assert f"Nextflow >= {minimum.group(1)}" in readme, "README states another minimum Nextflow version"
+    import yaml
+
+    workflow = yaml.safe_load(open(CI_WORKFLOW))
+    versions = workflow["jobs"]["pipeline"]["strategy"]["matrix"]["nextflow"]
+    assert minimum.group(1) in versions and "latest-stable" in versions, "CI must run the minimum and the latest"
+    # CI gives such a param on the command line (a number without a config default), so the
+    # latest-stable job validates a value the strict parser passed as a string.
+    numbers_without_default = {name for name, value in declared_params().items()
+                               if value is None and schema_properties()[name]["type"] in ("integer", "number")}
+    runs = "\n".join(step.get("run", "") for step in workflow["jobs"]["pipeline"]["steps"])
+    given = set(re.findall(r"--(\w+)", " ".join(l for l in runs.splitlines() if l.strip().startswith("nextflow run"))))
+    assert given & numbers_without_default, f"CI passes none of {sorted(numbers_without_default)}"
+
+
+def config_number_settings():
+    """[(file, setting, expression)] of every plain (not closure) config setting whose value is
+    computed from an integer param, e.g. ('conf/gpu.config', 'accelerator', '(params.gpus ?: 1) as Integer')."""
+    integers = {name for name, spec in schema_properties().items() if spec["type"] == "integer"}
+    found = []
+    for path in [CONFIG] + sorted(glob.glob(os.path.join(REPO, "conf", "*.config"))):
+        for match in re.finditer(r"(?m)^\s*([\w.]+)\s*=\s*(.+?)\s*$", strip_comments(open(path).read())):
+            setting, expression = match.groups()
+            used = set(re.findall(r"\bparams\.(\w+)", expression)) & integers
+            if used and not expression.startswith("{"):
+                found.append((os.path.relpath(path, REPO), setting, expression))
+    return found
 
 
 def read_samplesheet(path):
@@ -917,6 +971,44 @@ def test_test_profile_uses_bundled_data_and_test_models_within_small_limits():
     assert os.path.isfile(bundled), bundled
     limits = re.search(r"resourceLimits\s*=\s*\[cpus:\s*(\d+),\s*memory:\s*(\d+)\.GB", test)
     assert limits and int(limits.group(1)) <= 2 and int(limits.group(2)) <= 6, "test run must fit 2 CPUs, 6 GB"
+
+
+def first_attempt_gb(body):
+    """The GB a `memory = { N.GB * task.attempt }` setting in a config block asks for at the first attempt."""
+    return int(re.search(r"memory\s*=\s*\{\s*(\d+)\.GB\s*\*\s*task\.attempt\s*\}", body).group(1))
+
+
+def test_extraction_memory_fits_a_workstation_and_limits_are_the_users_to_set():
+    """ESM-2 3B loads through host memory (up to its 11.4 GB fp32 checkpoint) before going to the GPU,
+    so its tasks ask for more than that; DNABERT-S (0.5 GB of weights) asks for less, so that one
+    task of each (they may share a GPU) fit together on a 32 GB workstation (Nextflow sees ~31 GB,
+    and the local executor refuses a request above the machine's memory). resourceLimits caps
+    every request; README shows how to set a machine's own."""
+    base = strip_comments(open(os.path.join(REPO, "conf", "base.config")).read())
+    ((_, gpu_label),) = blocks(base, r"withLabel:\s*gpu")
+    ((_, dnabert),) = blocks(base, r"withName:\s*'EXTRACT_DNABERT'")
+    esm_gb, dnabert_gb = first_attempt_gb(gpu_label), first_attempt_gb(dnabert)
+    assert esm_gb >= 12, "ESM-2 3B's 11.4 GB checkpoint passes through host memory"
+    assert dnabert_gb < esm_gb and esm_gb + dnabert_gb <= 28, "one ESM-2 and one DNABERT-S task must fit 32 GB"
+    assert re.search(r"resourceLimits\s*=\s*\[cpus:\s*\d+,\s*memory:\s*\d+\.GB,\s*time:\s*\d+\.h\]", base)
+    readme = open(os.path.join(REPO, "README.md")).read()
+    section = readme.split("<!-- section: nextflow -->")[1].split("<!-- end: nextflow -->")[0]
+    example = re.search(r"process\.resourceLimits = \[cpus: (\d+), memory: (\d+)\.GB, time: \d+\.h\]", section)
+    assert example and int(example.group(2)) >= esm_gb + dnabert_gb, "README: a workstation's resourceLimits"
+    assert re.search(r"nextflow run \. -profile gpu,docker -c workstation\.config", section)
+
+
+def test_schemas_have_absolute_ids_at_the_pipelines_home():
+    """nf-core style: each schema's $id is the URL it is published at (raw file on the default
+    branch of the repository manifest.homePage names), not a path relative to some folder."""
+    config = strip_comments(open(CONFIG).read())
+    ((_, manifest),) = blocks(config, r"\bmanifest")
+    home = re.search(r"homePage\s*=\s*'https://github\.com/([\w.-]+/[\w.-]+)'", manifest)
+    assert home, "manifest.homePage should be the GitHub repository"
+    for path in (SCHEMA, SCHEMA_INPUT):
+        schema_id = json.load(open(path))["$id"]
+        relative = os.path.relpath(path, REPO)
+        assert schema_id == f"https://raw.githubusercontent.com/{home.group(1)}/main/{relative}", schema_id
 
 
 def test_pipeline_version_is_the_package_version():
@@ -1190,6 +1282,40 @@ def test_gpu_accelerator_requests_evaluate_to_the_gpus_param(tmp_path):
     assert result.returncode == 0, result.stderr
     expected = [f"{name} {count}" for count in (1, 2) for name in sorted(accelerators)]
     assert result.stdout.split("\n")[:-1] == expected
+
+
+@pytest.mark.skipif(groovy_command() is None, reason="no groovy/java here to evaluate the config expressions")
+def test_config_settings_from_integer_params_are_integers_even_from_command_line_strings(tmp_path):
+    """Directives such as accelerator and maxForks need numbers; nf-schema's cast is for validation
+    only (params keep the string the strict parser gave), so every setting computed from an integer
+    param must cast it: evaluated by Groovy with each such param unset, a number and a string."""
+    settings = config_number_settings()
+    assert {s for _, s, _ in settings} >= {"accelerator", "maxForks", "maxRetries"}, settings
+    integers = sorted(name for name, spec in schema_properties().items() if spec["type"] == "integer")
+    defaults = declared_params()
+    lines = []
+    # unset (null for a param without default, else its default), a number, a string from the command line
+    givens = {"unset": None, "number": "3", "string": "'3'"}
+    for given, literal in givens.items():
+        bound = ", ".join(f"{name}: {literal or groovy_value(defaults[name])}" for name in integers)
+        for path, setting, expression in settings:
+            lines.append(f"def check{len(lines)}() {{\n"
+                         f"    def params = [{bound}, google_gpu_type: 'nvidia-l4']\n"
+                         f"    def value = {expression}\n"
+                         f"    def number = value instanceof Map ? value.request : value\n"
+                         f"    println '{path} {setting} {given} ' + number.getClass().simpleName + ' ' + number\n"
+                         f"}}\ncheck{len(lines)}()")
+    script = tmp_path / "numbers.groovy"
+    script.write_text("\n".join(lines) + "\n")
+    groovy, env = groovy_command()
+    result = subprocess.run([groovy, str(script)], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    for line in result.stdout.splitlines():
+        path, setting, given, kind, number = line.split(" ")
+        assert kind == "Integer", f"{path}: {setting} is a {kind} when the param is {given}"
+        if given != "unset":
+            assert number == "3", line
+    assert len(result.stdout.splitlines()) == len(givens) * len(settings)
 
 
 def test_readme_commands_use_declared_params_and_existing_profiles():
