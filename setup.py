@@ -22,11 +22,13 @@ setup(
         # torch: install a build for your hardware first (CPU: pip install torch==2.13.0). 2.6 is the
         # first with (class, "module.name") pairs in serialization.safe_globals (the classifier loader).
         "torch>=2.6",
-        # 4.56: the first whose ESM takes attn_implementation="sdpa" (the attention-interface rewrite).
-        "transformers>=4.56",
+        # 5.6: the first whose ESM computes rotary positions in fp32 with no per-length Python cache
+        # (earlier ones round them to bf16 and make torch.compile recompile for every length); it
+        # needs huggingface_hub 1.5. Checked: 4.56 runs sdpa, 4.55 silently falls back to eager.
+        "transformers>=5.6",
         "safetensors>=0.4.3",
         "tokenizers>=0.22",
-        "huggingface_hub>=0.34",
+        "huggingface_hub>=1.5",
         "numpy>=1.24",
         "h5py>=3.8",
         "biopython>=1.80",

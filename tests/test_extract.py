@@ -532,6 +532,22 @@ def test_one_embedder_embeds_several_files_with_one_model_load(tmp_path, test_mo
     assert len(read_embeddings(first)[0]) == 12
 
 
+def test_embedder_workers_load_the_model_once_for_several_files(tmp_path, test_models, dna):
+    from virnucpro import extract
+
+    with extract.Embedder("dnabert", model=test_models["dnabert"], device="cpu", threads=2, workers=2) as embedder:
+        first = embedder.embed(dna, tmp_path / "a.h5")
+        workers = sorted(process.pid for process in embedder.pool._pool)
+        second = embedder.embed(DNA, tmp_path / "b.h5")
+        assert sorted(process.pid for process in embedder.pool._pool) == workers  # the same processes, one load each
+    assert embedder.pool is None
+    single = tmp_path / "single.h5"
+    extract_embeddings("dnabert", DNA, single, model=test_models["dnabert"], device="cpu")
+    np.testing.assert_allclose(read_embeddings(second)[1], read_embeddings(single)[1], rtol=1e-5, atol=1e-6)
+    assert read_embeddings(first)[0] == read_embeddings(extract_embeddings(
+        "dnabert", dna, tmp_path / "c.h5", model=test_models["dnabert"], device="cpu"))[0]
+
+
 def test_threads_option_sets_torch_threads(tmp_path, test_models, dna):
     import torch
 
@@ -564,3 +580,62 @@ def test_esm_cap_is_part_of_the_output_identity(tmp_path, test_models):
     assert "cut to 50" in read_embeddings(output)[2]["pooling"]
     with pytest.raises(UserError, match="pooling differ"):
         extract_embeddings("esm", fasta, output, model=test_models["esm"], device="cpu")
+
+
+def test_a_writer_failure_while_its_queue_is_full_is_raised_not_hung():
+    """The writer thread fails (disk full) while the main thread has filled its queue: closing
+    must raise the writer's error; it used to block forever on the full queue."""
+    import threading
+    import time
+
+    from virnucpro.extract import _Batch, _Writer
+
+    class FailingPartial:
+        written = 0
+
+        def write_block(self, start, window):
+            time.sleep(0.2)
+            self.written += 1
+            if self.written == 2:
+                raise OSError(28, "No space left on device")
+
+    writer = _Writer(FailingPartial(), [f"s{i}" for i in range(8)], 4)
+    outcome = []
+
+    def feed_and_close():
+        try:
+            for start in range(8):
+                writer.put(_Batch(start, 1, np.array([0]), True, None, None, 1), np.zeros((1, 4), np.float32))
+            writer.close()
+            outcome.append("closed")
+        except OSError as err:
+            outcome.append(err.errno)
+
+    thread = threading.Thread(target=feed_and_close, daemon=True)
+    thread.start()
+    thread.join(60)  # a hang guard, not a timing assertion: the work itself takes about 0.4 s
+    assert outcome == [28]
+
+
+def test_a_batch_size_that_ran_out_of_memory_is_split_up_front_afterwards():
+    """After one out-of-memory split, later batches as large are split before they are tried,
+    so a run does not fail (and warn) again on every batch; results are unchanged."""
+    import torch
+
+    from virnucpro.pooling import OomSplitter
+
+    raised = []
+
+    def forward(ids, mask):
+        if len(ids) > 2:
+            raised.append(len(ids))
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return ids.float().sum(1, keepdim=True) * mask.float().sum(1, keepdim=True)
+
+    splitter = OomSplitter(forward, "cpu")
+    for _ in range(3):
+        ids = torch.arange(8 * 16).reshape(8, 16)
+        mask = torch.ones_like(ids)
+        expected = ids.float().sum(1, keepdim=True) * 16
+        assert torch.equal(splitter(ids, mask), expected)
+    assert raised == [8, 4]  # only the first batch ever ran out of memory

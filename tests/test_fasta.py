@@ -73,3 +73,13 @@ def test_duplicates_can_be_allowed(tmp_path):
     assert len(list(read_fasta(str(path), check_duplicates=False))) == 2
     with pytest.raises(UserError, match="record 2: duplicate id 'a'"):
         list(read_fasta(str(path)))
+
+
+def test_a_pipe_is_refused_in_one_line_not_read_as_empty(tmp_path):
+    """Tools read an input twice (its digest, then the work): a pipe would give an empty result."""
+    import os
+
+    fifo = tmp_path / "frames.fa"
+    os.mkfifo(fifo)
+    with pytest.raises(UserError, match="not a regular file"):
+        list(read_fasta(str(fifo)))

@@ -84,8 +84,6 @@ def test_help_lists_every_argument_with_its_real_default(help_page):
 
 def test_help_describes_every_argument(help_page):
     tool, result = help_page
-    if tool == "virnucpro-extract":
-        pytest.xfail("extract's docstring (owned by the extraction work) has no Args: section yet")
     found = sections(result.stdout)
     spec = inspect.signature(entry_function(tool))
     for name, parameter in spec.parameters.items():

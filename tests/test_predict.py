@@ -240,3 +240,51 @@ def test_full_example_file_one_row_per_frame_and_per_record(test_models, tmp_pat
     assert sum(int(row[3]) for row in summary) == len(scored_chunks)
     highest = read(outdir / "prediction_results_highestscore.tsv").splitlines()[1:]
     assert [line.split("\t")[0] for line in highest] == sorted(scored_chunks)
+
+
+def test_each_model_is_loaded_once_for_all_shards(test_models, small_fasta, tmp_path, monkeypatch):
+    from virnucpro import extract
+    from virnucpro.predict import predict_run
+
+    loads = []
+    real = extract.load_runner
+    monkeypatch.setattr(extract, "load_runner", lambda *args: loads.append(args[0]) or real(*args))
+    result = predict_run(small_fasta, str(tmp_path / "run"), classifier=test_models["classifier"], device="cpu",
+                         dnabert_model=test_models["dnabert"], esm_model=test_models["esm"], shard_size=5, workers=1)
+    shards = sorted(os.listdir(tmp_path / "run" / "2_dnabert"))
+    assert len(shards) > 2 and shards == [f"small.{n:05d}.dnabert.h5" for n in range(1, len(shards) + 1)]
+    assert sorted(loads) == ["dnabert", "esm"]
+    recorded = json.loads(read(tmp_path / "run" / "run.json"))["stages"]["dnabert"]
+    assert recorded["precision"] == "fp32"  # auto, resolved on the CPU
+    assert result["frames"] > 0
+
+
+def test_an_embeddings_shard_made_otherwise_is_refused_not_reused(clean_run, test_models, small_fasta, tmp_path):
+    outdir = tmp_path / "run"
+    shutil.copytree(clean_run["outdir"], outdir)
+    (outdir / "run.json").unlink()  # no record: only the file itself can say how it was made
+    shutil.copy(outdir / "3_esm" / "small.esm.h5", outdir / "2_dnabert" / "small.dnabert.h5")
+    result = run_tool("virnucpro-predict", *predict_args(test_models, small_fasta, outdir), check=False)
+    assert result.returncode == 1
+    assert "small.dnabert.h5 exists but was made differently" in result.stderr.strip().splitlines()[-1]
+
+
+def test_overwrite_removes_only_the_files_predict_writes(clean_run, test_models, small_fasta, tmp_path):
+    outdir = tmp_path / "run"
+    shutil.copytree(clean_run["outdir"], outdir)
+    mine = ["notes.txt", "1_translate/README", "2_dnabert/other.dnabert.h5", "4_merge/keep.features.h5.bak"]
+    for name in mine:
+        (outdir / name).write_text("mine")
+    stale = outdir / "2_dnabert" / "small.00007.dnabert.h5"  # an earlier sharded run's file: predict's to remove
+    stale.write_text("old")
+    record = json.loads(read(outdir / "run.json"))  # as if the earlier run had been of `previous.fa`
+    record["stages"]["translate"]["input_name"] = "previous.fa"
+    (outdir / "run.json").write_text(json.dumps(record))
+    previous = outdir / "3_esm" / "previous.esm.h5"
+    previous.write_text("old")
+    run_tool("virnucpro-predict", *predict_args(test_models, small_fasta, outdir, "--overwrite"))
+    for name in mine:
+        assert read(outdir / name) == "mine", name
+    assert not stale.exists() and not previous.exists()
+    for name in FINAL:
+        assert read(outdir / name) == read(os.path.join(clean_run["outdir"], name)), name

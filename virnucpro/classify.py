@@ -18,26 +18,20 @@ import numpy as np
 
 from .errors import UserError
 from .classifier import CLASS_NAMES, load_classifier, predict_proba
-from .merge import as_path_list
+from .names import (CLASSIFY_RECORD, HIGHESTSCORE, HIGHESTSCORE_COLUMNS, MADE_FROM, PREDICTION_COLUMNS, PREDICTIONS,
+                    SEQUENCES_COLUMNS, SEQUENCES_TABLE, SUMMARY, SUMMARY_COLUMNS, TRANSLATE_RECORD, as_path_list)
 from .outputs import atomic_paths
 from .pt_io import is_hdf5, read_pt_embeddings
+from .results import DEFAULT_THRESHOLD, check_threshold, sequence_of, update_chunk_best
 
 log = logging.getLogger(__name__)
 
-PREDICTIONS = "prediction_results.tsv"
-HIGHESTSCORE = "prediction_results_highestscore.tsv"
-SUMMARY = "sequence_summary.tsv"
-#: What the tables were made from, the threshold and chunk size (read by virnucpro-report).
-MANIFEST = "classify.json"
-#: Default verdict threshold on a sequence's score (mean chunk virus score over scored chunks).
-DEFAULT_THRESHOLD = 0.5
 #: Width of a frame's features: DNABERT-S (768) then ESM-2 3B (2560), the classifier's input size.
 FEATURE_DIM = 768 + 2560
 #: The original scored batches of 256 rows (DataLoader batch_size=256) over all feature files
 #: in a row; float32 results can depend on the batch, so the same batches are used here.
 MODEL_BATCH = 256
 BLOCK_ROWS = 32 * MODEL_BATCH
-SUMMARY_COLUMNS = ("sequence_id", "length", "chunks", "chunks_scored", "chunks_viral", "viral_fraction", "score", "verdict")
 
 
 def iter_feature_blocks(path, block_rows=BLOCK_ROWS):
@@ -92,20 +86,9 @@ def prediction_line(frame_id, score1, score2):
     return f"{frame_id}\t{label}\t{str(score1)}\t{str(score2)}\n"
 
 
-def update_chunk_best(chunk_best, frame_id, score1, score2):
-    """Keep each chunk's best score1 and best score2 (over its frames, independently)."""
-    chunk_id = chunk_of(frame_id)
-    best = chunk_best.get(chunk_id)
-    if best is None:
-        chunk_best[chunk_id] = [score1, score2]
-    else:
-        best[0] = max(best[0], score1)
-        best[1] = max(best[1], score2)
-
-
 def highestscore_lines(chunk_best):
     """prediction_results_highestscore.tsv: chunks sorted as strings, True when best2 >= best1."""
-    yield "Modified_ID\tIs_Virus\n"
+    yield "\t".join(HIGHESTSCORE_COLUMNS) + "\n"
     for chunk_id in sorted(chunk_best):
         best_other, best_virus = chunk_best[chunk_id]
         yield f"{chunk_id}\t{bool(best_virus >= best_other)}\n"
@@ -118,7 +101,7 @@ def read_sequences_table(path):
         with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.reader(handle, delimiter="\t")
             header = next(reader, None)
-            if header != ["sequence_id", "length", "chunks"]:
+            if header != list(SEQUENCES_COLUMNS):
                 raise UserError(f"{path}: not a sequences table (header must be sequence_id, length, chunks)")
             for line_number, row in enumerate(reader, 2):
                 try:
@@ -130,19 +113,6 @@ def read_sequences_table(path):
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text, so not a sequences table") from None
     return rows
-
-
-def chunk_of(frame_id):
-    """The original's Modified_ID: the frame id minus its frame suffix (last two characters)."""
-    return frame_id[:-2]
-
-
-def sequence_of(chunk_id):
-    """The input record id of a chunk id `<record>_chunk_<n>` (and n, 1-based)."""
-    record, sep, number = chunk_id.rpartition("_chunk_")
-    if not sep or not number.isdigit():
-        return None, None
-    return record, int(number)
 
 
 def summarize(chunk_scores, sequences, threshold):
@@ -189,24 +159,10 @@ def summarize(chunk_scores, sequences, threshold):
     return rows
 
 
-def check_threshold(threshold):
-    """The verdict threshold as a float in [0, 1] (None: the default), or a one-line error."""
-    if threshold is None:
-        return DEFAULT_THRESHOLD
-    try:
-        threshold = float(threshold)
-    except (TypeError, ValueError):
-        raise UserError(f"--threshold must be a number, got {threshold!r}") from None
-    if not 0.0 <= threshold <= 1.0:
-        raise UserError(f"--threshold must be between 0 and 1, got {threshold}")
-    return threshold
-
-
 def classify_record(feature_files, classifier, sequences, threshold, chunk_size):
     """What the tables are made from: each features file's identity (the `made_from` merge records,
     else its SHA-256), the classifier's and the sequences table's SHA-256, the threshold, and the
     chunk size the frames were cut with (None when unknown)."""
-    from .merge import MADE_FROM
     from .outputs import input_identity
 
     return {"features": [input_identity(path, (MADE_FROM,)) for path in feature_files],
@@ -219,23 +175,12 @@ def recorded_chunk_size(sequences):
     from .outputs import read_record
 
     folder, name = os.path.split(str(sequences))
-    if not name.endswith(".sequences.tsv"):
+    if not name.endswith(SEQUENCES_TABLE):
         return None
-    manifest = read_record(os.path.join(folder, name[: -len(".sequences.tsv")] + ".translate.json")) or {}
+    manifest = read_record(os.path.join(folder, name[: -len(SEQUENCES_TABLE)] + TRANSLATE_RECORD)) or {}
     if manifest.get("outputs", {}).get("sequences") != name:
         return None
     return manifest.get("settings", {}).get("chunk_size")
-
-
-def read_manifest(summary):
-    """The classify manifest that vouches for this sequence_summary.tsv (same folder, and it
-    recorded this file's SHA-256), or None: how report finds the run's threshold and chunk size."""
-    from .outputs import file_sha256, read_record
-
-    manifest = read_record(os.path.join(os.path.dirname(str(summary)), MANIFEST))
-    if not manifest or not os.path.isfile(str(summary)) or manifest.get("summary_sha256") != file_sha256(summary):
-        return None
-    return manifest
 
 
 def _check_finite(path, ids, block):
@@ -281,7 +226,7 @@ def classify_features(
     if chunk_size is None and sequences:
         chunk_size = recorded_chunk_size(sequences)
     record = classify_record(feature_files, classifier, sequences, threshold, chunk_size)
-    manifest_path = os.path.join(outdir, MANIFEST)
+    manifest_path = os.path.join(outdir, CLASSIFY_RECORD)
     with exclusive(os.path.join(outdir, "classify"), f"classification in {outdir}"):
         recorded = (read_record(manifest_path) or {}).get("made_from")
         if reuse_existing(paths, recorded, record, overwrite, redo, "classification"):
@@ -319,7 +264,7 @@ def _classify(feature_files, classifier, paths, sequences, threshold, device, bl
 
     with atomic_paths(paths) as (tmp_predictions, tmp_highest, tmp_summary):
         with open(tmp_predictions, "w", newline="\n", encoding="utf-8") as out, tqdm(desc="classify", unit="frame", disable=None) as bar:
-            out.write("Sequence_ID\tPrediction\tscore1\tscore2\n")
+            out.write("\t".join(PREDICTION_COLUMNS) + "\n")
             for ids, block in rebatch(blocks(), block_rows):
                 probabilities = np.concatenate(
                     [predict_proba(model, block[i : i + MODEL_BATCH], device) for i in range(0, len(ids), MODEL_BATCH)]

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import UserError
+from .hub import weight_files
 from .pooling import masked_mean, pad_batch
 
 log = logging.getLogger(__name__)
@@ -190,20 +191,6 @@ class DnabertModel(nn.Module):
         for layer in self.encoder.layer:
             x = layer(x, bias)
         return x
-
-
-def weight_files(folder):
-    """The checkpoint's weight files: safetensors preferred over `.bin`, shards via their index."""
-    for single, index in (("model.safetensors", "model.safetensors.index.json"),
-                          ("pytorch_model.bin", "pytorch_model.bin.index.json")):
-        if os.path.isfile(os.path.join(folder, single)):
-            return [os.path.join(folder, single)]
-        index_path = os.path.join(folder, index)
-        if os.path.isfile(index_path):
-            with open(index_path) as handle:
-                shards = sorted(set(json.load(handle)["weight_map"].values()))
-            return [os.path.join(folder, shard) for shard in shards]
-    raise UserError(f"{folder}: no weights (model.safetensors or pytorch_model.bin)")
 
 
 def read_state_dict(folder):

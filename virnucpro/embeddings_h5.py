@@ -73,7 +73,9 @@ def read_attrs(path):
 
 def partial_path(output):
     """Where the resumable work of `output` lives until it is complete."""
-    return f"{output}.partial"
+    from .names import PARTIAL_SUFFIX
+
+    return f"{output}{PARTIAL_SUFFIX}"
 
 
 class PartialEmbeddings:

@@ -36,8 +36,9 @@ from . import __version__
 from .errors import UserError
 from .embeddings_h5 import IDENTITY_ATTRS, PartialEmbeddings, partial_path, read_attrs
 from .fasta import read_fasta
+from .hub import model_folder
 from .outputs import exclusive
-from .parallel import available_cpus, ordered_map
+from .parallel import available_cpus, ordered_map, start_pool
 
 log = logging.getLogger(__name__)
 
@@ -56,82 +57,18 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COMPILE = ("auto", "on", "off")
 #: Batches prepared ahead of the device, and results waiting for the writer.
 PREFETCH_BATCHES = 4
+#: Tokenized windows read ahead of the padding stage.
+PREFETCH_WINDOWS = 2
 #: Changes whenever the partial file's block layout changes (an old partial is then started over).
 PARTIAL_LAYOUT = "windows-1"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_SNAPSHOT = re.compile(r"/snapshots/([0-9a-f]{40})/?$")
 
 
 # ---------------------------------------------------------------- models
 
 
 def resolve_model(kind, model=None):
-    """(local folder, revision) for a hub id or a folder. A folder is used as it is, offline; a
-    hub id is fetched (or found in the cache) with huggingface_hub. The revision is the hub
-    commit, or for other folders a SHA-256 of the weight files."""
-    model = str(model or DEFAULT_MODELS[kind])
-    if os.path.isdir(model):
-        folder = os.path.abspath(model)
-    elif _HUB_ID.match(model) and not os.path.exists(model):
-        folder = _download(model)
-    else:
-        raise UserError(f"--model {model}: no such model folder")
-    match = _SNAPSHOT.search(folder)
-    if match:
-        return folder, match.group(1)
-    return folder, fetched_commit(folder) or weights_digest(folder)
-
-
-def fetched_commit(folder):
-    """The hub commit recorded by virnucpro-fetch-model in the folder, if it made it (saves
-    hashing 11 GB of ESM-2 weights in every extraction task)."""
-    from .fetch_model import RECORD
-
-    try:
-        with open(os.path.join(folder, RECORD)) as handle:
-            record = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    commit = record.get("commit") if isinstance(record, dict) else None
-    return commit or None  # the same form as a hub cache folder's revision: the same weights, the same key
-
-
-def _download(repo_id):
-    """Fetch the files a model needs (config, tokenizer, one weight format) from the hub or its cache."""
-    from huggingface_hub import snapshot_download
-
-    from .dnabert import weight_files
-
-    try:
-        folder = snapshot_download(repo_id, allow_patterns=["*.json", "*.txt", "*.safetensors"])
-        try:
-            weight_files(folder)
-        except UserError:  # no safetensors on the hub: take the pickle (read with weights_only)
-            folder = snapshot_download(repo_id, allow_patterns=["*.json", "*.txt", "pytorch_model*.bin"])
-    except Exception as err:  # network, offline mode without cache, unknown repository...
-        raise UserError(f"--model {repo_id}: cannot get it from the Hugging Face hub or its cache: {err}") from None
-    return folder
-
-
-_DIGESTS = {}
-
-
-def weights_digest(folder):
-    """'sha256:<hex>' over the weight files (cached per file size and mtime)."""
-    from .dnabert import weight_files
-
-    combined = hashlib.sha256()
-    for path in weight_files(folder):
-        stat = os.stat(path)
-        key = (path, stat.st_size, stat.st_mtime_ns)
-        if key not in _DIGESTS:
-            digest = hashlib.sha256()
-            with open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 24), b""):
-                    digest.update(block)
-            _DIGESTS[key] = digest.hexdigest()
-        combined.update(_DIGESTS[key].encode())
-    return "sha256:" + combined.hexdigest()
+    """(local folder, revision) of `model` (default: the published model of `kind`): `hub.model_folder`."""
+    return model_folder(model or DEFAULT_MODELS[kind])
 
 
 def model_dim(kind, folder):
@@ -203,7 +140,7 @@ def load_model(kind, folder, device, precision):
 class Runner:
     """A model on one device: a padded batch in, pooled float32 embeddings [batch, D] out (on the device).
 
-    A batch that runs out of device memory is split in two and retried (`pooling.split_on_oom`)."""
+    A batch that runs out of device memory is split in two and retried (`pooling.OomSplitter`)."""
 
     def __init__(self, kind, model, device, compile=False):
         import torch
@@ -215,17 +152,18 @@ class Runner:
 
             if compile:  # shapes repeat (lengths in multiples of 8), so recompiles stay few
                 model = torch.compile(model)
+        from .pooling import OomSplitter
+
         self.kind, self.model, self.pooled, self.device = kind, model, pooled, device
+        self.forward = OomSplitter(lambda ids, mask: self.pooled(self.model, ids, mask), device)
 
     def __call__(self, ids, mask):
         import torch
 
-        from .pooling import split_on_oom
-
         with torch.inference_mode():
             ids, mask = ids.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
             try:
-                return split_on_oom(lambda i, m: self.pooled(self.model, i, m), ids, mask, self.device)
+                return self.forward(ids, mask)
             except torch.OutOfMemoryError:
                 raise UserError(f"out of memory on {self.device} for a single sequence of {ids.shape[1]} tokens"
                                 + ("; lower --max_residues" if self.kind == "esm" else "")) from None
@@ -381,9 +319,13 @@ class _Writer:
 
     def put(self, batch, result):
         """Queue one batch's result: a numpy array, or (pinned host tensor, CUDA event)."""
+        self._put((batch, result))
+
+    def _put(self, item):
+        """Queue `item`, but never block on a full queue once the writer has failed (it no longer reads)."""
         while self.error is None:
             try:
-                self.items.put((batch, result), timeout=0.1)
+                self.items.put(item, timeout=0.1)
                 return
             except queue.Full:
                 pass
@@ -391,9 +333,8 @@ class _Writer:
 
     def close(self):
         """Wait until everything queued is written; raise the writer's error, if any."""
-        if self.error is None:
-            self.items.put(None)
-            self.thread.join()
+        self._put(None)
+        self.thread.join()
         if self.error is not None:
             raise self.error
 
@@ -443,7 +384,8 @@ class Embedder:
                 embedder.embed(fasta, h5)
 
     The model is loaded on the first file that has sequences (an all-empty run loads nothing).
-    With several devices (`gpus`/`workers` > 1) each `embed` call starts its own worker pool.
+    With several devices (`gpus`/`workers` > 1) one worker process per device loads it, and the
+    workers serve every `embed` call until the Embedder is closed.
     """
 
     def __init__(self, kind, model=None, device="auto", precision="auto", batch_tokens=None, compile="auto",
@@ -471,7 +413,7 @@ class Embedder:
 
             self.tokenizer = DnabertTokenizer(self.folder)
         self.dim = model_dim(kind, self.folder)
-        self.runner = None
+        self.runner = self.pool = None
 
     def __enter__(self):
         return self
@@ -480,8 +422,12 @@ class Embedder:
         self.close()
 
     def close(self):
-        """Free the model (and its GPU memory)."""
+        """Free the model (and its GPU memory), and end the worker processes."""
         self.runner = None
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
 
     def attrs(self, input_digest):
         pooling = POOLING[self.kind].format(max_residues=getattr(self.tokenizer, "max_residues", None))
@@ -524,10 +470,7 @@ class Embedder:
         return output
 
     def _windows(self, input, block_size, skip):
-        """Padded batches of each window of `block_size` sequences after the first `skip` windows."""
-        from .pooling import LENGTH_MULTIPLE, pad_batch
-
-        pin = self.device_type == "cuda"
+        """(start, size, tokens) of each window of `block_size` sequences after the first `skip` windows."""
         start, index = 0, 0
         records = _records(self.kind, input, check=False)
         while True:
@@ -535,14 +478,21 @@ class Embedder:
             if not window:
                 return
             if index >= skip:
-                tokens = self.tokenizer.encode(window)
-                lengths = np.array([len(t) for t in tokens], dtype=np.int64)
-                batches = plan_batches(lengths, self.batch_tokens, LENGTH_MULTIPLE)
-                for number, rows in enumerate(batches):
-                    ids, mask = pad_batch([tokens[i] for i in rows], self.tokenizer.pad_id, LENGTH_MULTIPLE, pin)
-                    yield _Batch(start, len(window), rows, number == len(batches) - 1, ids, mask, int(lengths[rows].sum()))
+                yield start, len(window), self.tokenizer.encode(window)
             start += len(window)
             index += 1
+
+    def _batches(self, windows):
+        """Padded batches of each tokenized window, longest first within the window."""
+        from .pooling import LENGTH_MULTIPLE, pad_batch
+
+        pin = self.device_type == "cuda" and len(self.devices) == 1  # pool workers get pickled numpy, not pinned pages
+        for start, size, tokens in windows:
+            lengths = np.array([len(t) for t in tokens], dtype=np.int64)
+            batches = plan_batches(lengths, self.batch_tokens, LENGTH_MULTIPLE)
+            for number, rows in enumerate(batches):
+                ids, mask = pad_batch([tokens[i] for i in rows], self.tokenizer.pad_id, LENGTH_MULTIPLE, pin)
+                yield _Batch(start, size, rows, number == len(batches) - 1, ids, mask, int(lengths[rows].sum()))
 
     def _results(self, batches):
         """(batch, result) in batch order: on this process's device, or through a worker pool."""
@@ -563,12 +513,15 @@ class Embedder:
                 else:
                     yield batch, vectors.numpy()
             return
-        import multiprocessing
+        if self.pool is None:
+            import multiprocessing
 
-        devices = multiprocessing.get_context("spawn").Queue()
-        for device in self.devices:
-            devices.put(device)
-        threads = max(1, self.threads // len(self.devices)) if self.device_type == "cpu" else self.threads
+            devices = multiprocessing.get_context("spawn").Queue()
+            for device in self.devices:
+                devices.put(device)
+            threads = max(1, self.threads // len(self.devices)) if self.device_type == "cpu" else self.threads
+            self.pool = start_pool(len(self.devices), _init_pool_worker,
+                                   (self.kind, self.folder, devices, self.precision, self.compile, threads))
         pending = queue.SimpleQueue()
 
         def tasks():
@@ -577,8 +530,7 @@ class Embedder:
                 yield batch.ids.numpy(), batch.mask.numpy()
 
         results = ordered_map(_embed_in_worker, tasks(), len(self.devices), max_in_flight=2 * len(self.devices),
-                              initializer=_init_pool_worker,
-                              initargs=(self.kind, self.folder, devices, self.precision, self.compile, threads))
+                              pool=self.pool)
         for vectors in results:
             yield pending.get(), vectors
 
@@ -595,7 +547,10 @@ class Embedder:
         started, tokens = time.monotonic(), 0
         with tqdm(total=len(ids), initial=done, unit="seq", desc=f"embedding ({self.kind})", dynamic_ncols=True) as bar:
             writer = _Writer(partial, ids, self.dim)
-            batches = _prefetch(self._windows(input, block_size, partial.blocks_done), PREFETCH_BATCHES)
+            # Two stages ahead of the device: tokenizing the next windows (a window's tokens come all
+            # at once, so one window of batches queued would leave the device waiting) and padding.
+            windows = _prefetch(self._windows(input, block_size, partial.blocks_done), PREFETCH_WINDOWS)
+            batches = _prefetch(self._batches(windows), PREFETCH_BATCHES)
             results = self._results(batches)
             try:
                 for batch, result in results:
@@ -610,6 +565,7 @@ class Embedder:
             finally:
                 results.close()
                 batches.close()
+                windows.close()
 
 
 def _take(iterator, count):

@@ -9,10 +9,9 @@ import logging
 import os
 
 from .errors import UserError
+from .names import FASTA_EXTENSIONS, stem  # noqa: F401  (stem: the tools' name rule, used with FASTA input)
 
 log = logging.getLogger(__name__)
-
-FASTA_EXTENSIONS = (".fa", ".fasta", ".fna", ".ffn", ".faa", ".fas")
 
 #: IUPAC nucleotide codes (and U); anything else in a DNA record is an error.
 NUCLEOTIDE_LETTERS = b"ACGTURYSWKMBDHVNacgturyswkmbdhvn"
@@ -24,23 +23,14 @@ _PROTEIN_ONLY = set(b"EFILPQefilpq")
 _U_AS_T = bytes.maketrans(b"Uu", b"Tt")
 
 
-def stem(path):
-    """File name without `.gz` and a FASTA extension: `reads.fasta.gz` -> `reads` (SPEC 3)."""
-    name = os.path.basename(str(path))
-    if name.endswith(".gz"):
-        name = name[:-3]
-    for ext in FASTA_EXTENSIONS:
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return name
-
-
 def open_text_or_gzip(path):
     """Open a file for binary line reading, transparently un-gzipping by magic number (not name)."""
     if not os.path.exists(path):
         raise UserError(f"{path}: no such file")
     if os.path.isdir(path):
         raise UserError(f"{path}: is a folder, not a FASTA file")
+    if not os.path.isfile(path):  # the tools read an input twice (identity digest, then the work)
+        raise UserError(f"{path}: not a regular file (a pipe or device can be read only once); save it to a file first")
     with open(path, "rb") as probe:
         magic = probe.read(2)
     if magic == b"\x1f\x8b":

@@ -13,23 +13,17 @@ discarded, never mixed in).
 import json
 import logging
 import os
-import re
 import shutil
 
 from . import __version__
 from .errors import UserError
+from . import hub
+from .names import MODEL_RECORD as RECORD
 
 log = logging.getLogger(__name__)
 
-#: Written last into the snapshot: what it is; its presence marks the folder complete.
-RECORD = "virnucpro_model.json"
-#: Files every model needs (configs, tokenizer files), then the weights in order of preference.
-COMMON_PATTERNS = ["*.json", "*.txt"]
-WEIGHT_PATTERNS = (["*.safetensors"], ["pytorch_model*.bin"])
 #: In the partial folder while a download runs: the model@commit it is fetching.
 _FETCHING = ".virnucpro_fetching"
-#: A hub id: `name` or `owner/name` of letters, digits, '-', '_', '.'.
-HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
 
 
 def partial_folder(outdir):
@@ -65,48 +59,10 @@ def _read_record(outdir):
         return None
 
 
-def _check_model_id(model):
-    if os.path.isdir(model):
-        raise UserError(f"{model} is a local folder: nothing to fetch, pass the folder itself as the model "
-                        f"(e.g. --dnabert_model {model} or --esm_model {model})")
-    if not HUB_ID.fullmatch(model) or model.startswith((".", "-")):
-        raise UserError(f"{model}: neither a local folder nor a hub id such as facebook/esm2_t36_3B_UR50D")
-
-
-def _resolve(model, revision):
-    """(commit hash, file names) of the model at `revision`, from the hub; hub problems as UserErrors."""
-    import huggingface_hub
-    from huggingface_hub import errors
-
-    try:
-        info = huggingface_hub.model_info(model, revision=revision)
-    except errors.OfflineModeIsEnabled:
-        raise UserError(f"{model}: cannot download with HF_HUB_OFFLINE set; pass a local model folder instead") from None
-    except errors.RevisionNotFoundError:
-        raise UserError(f"{model}: no revision '{revision}' on the hub") from None
-    except errors.GatedRepoError:
-        raise UserError(f"{model}: gated on the hub; accept its terms and log in (hf auth login) first") from None
-    except errors.RepositoryNotFoundError:
-        raise UserError(f"{model}: no such model on the hub (or it is private; log in with hf auth login)") from None
-    return info.sha, [sibling.rfilename for sibling in info.siblings or []]
-
-
-def _patterns(model, revision, files):
-    """The allow-patterns to download: the common files and the first weight format the repo has."""
-    import fnmatch
-
-    for weights in WEIGHT_PATTERNS:
-        if any(fnmatch.fnmatch(name, pattern) for name in files for pattern in weights):
-            return COMMON_PATTERNS + weights
-    raise UserError(f"{model}@{revision} has neither .safetensors nor pytorch_model*.bin weights")
-
-
 def fetch_model_snapshot(model, outdir, revision="main", overwrite=False):
     """Download `model` at `revision` into `outdir` (skipped when already there); returns its record."""
-    import huggingface_hub
-
     model, outdir, revision = str(model), str(outdir), str(revision)
-    _check_model_id(model)
+    hub.check_hub_id(model)
     record = _read_record(outdir)
     if record is not None and not overwrite:
         if record.get("model") == model and revision in (record.get("revision"), record.get("commit")):
@@ -119,11 +75,11 @@ def fetch_model_snapshot(model, outdir, revision="main", overwrite=False):
         raise UserError(f"{outdir} exists and is not a finished virnucpro-fetch-model download; "
                         "remove it or pass --overwrite")
 
-    commit, files = _resolve(model, revision)
-    patterns = _patterns(model, revision, files)
+    commit, files = hub.resolve(model, revision)
+    hub.patterns_for(model, revision, files)  # no weights: one line before any folder is made
     partial = _start_partial(outdir, f"{model}@{commit}")
-    log.info("fetching %s@%s (commit %s): %s into %s", model, revision, commit, " ".join(patterns), outdir)
-    huggingface_hub.snapshot_download(model, revision=commit, local_dir=partial, allow_patterns=patterns)
+    log.info("fetching %s@%s (commit %s) into %s", model, revision, commit, outdir)
+    hub.download(model, revision, local_dir=partial, resolved=(commit, files))
     shutil.rmtree(os.path.join(partial, ".cache"), ignore_errors=True)  # the hub's resume metadata
     os.remove(os.path.join(partial, _FETCHING))
     fetched = sorted(os.path.relpath(os.path.join(root, name), partial)
@@ -156,8 +112,8 @@ def fetch_model(model, outdir=None, revision="main", overwrite=False, resolve=Fa
       verbose: debug logging.
     """
     if resolve:
-        _check_model_id(str(model))
-        print(_resolve(str(model), str(revision))[0])
+        hub.check_hub_id(str(model))
+        print(hub.resolve(str(model), str(revision))[0])
         return
     if outdir is None:
         raise UserError("--outdir is required (or --resolve to print the commit only)")

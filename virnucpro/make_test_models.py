@@ -209,11 +209,10 @@ def build_atomically(final, build):
 
 def make_test_models(outdir):
     """Build all three test models under `outdir`; returns dict(dnabert=, esm=, classifier=) paths."""
-    paths = dict(
-        dnabert=build_atomically(os.path.join(outdir, "dnabert"), make_dnabert),
-        esm=build_atomically(os.path.join(outdir, "esm"), make_esm),
-        classifier=build_atomically(os.path.join(outdir, "classifier.pth"), make_classifier),
-    )
+    from .names import TEST_MODELS
+
+    makers = dict(dnabert=make_dnabert, esm=make_esm, classifier=make_classifier)
+    paths = {what: build_atomically(os.path.join(outdir, TEST_MODELS[what]), make) for what, make in makers.items()}
     log.info("test models written to %s", outdir)
     return paths
 

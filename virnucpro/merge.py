@@ -9,12 +9,12 @@ so memory stays bounded whatever the shard size.
 
 import logging
 import os
-import re
 
 import numpy as np
 
 from . import __version__
 from .errors import UserError
+from .names import EMBEDDING_EXTENSIONS, MADE_FROM, as_path_list, features_file, shard_key
 from .outputs import atomic_paths, exclusive, input_identity, remove_own_temps, reuse_existing
 from .parallel import ordered_map, plan_pool
 from .pt_io import is_hdf5, read_pt_embeddings
@@ -25,14 +25,7 @@ log = logging.getLogger(__name__)
 BLOCK_ROWS = 4096
 #: Shards with at least this many rows get a progress bar.
 PROGRESS_ROWS = 200_000
-#: File name endings recognised as embedding files when a folder is given.
-EMBEDDING_EXTENSIONS = (".h5", ".hdf5", ".pt")
-_SIDE_WORDS = re.compile(
-    r"[._-](nucleotide|nucl|dna|protein|prot|dnabert[_-]?s?|esm2?|embeddings?|emb)$", re.IGNORECASE
-)
 _EXPECTED_KIND = {"nucleotide": "dnabert", "protein": "esm"}
-#: Root attribute of a features file: JSON of what it was made from (see `merge_record`).
-MADE_FROM = "made_from"
 
 
 class EmbeddingInput:
@@ -244,18 +237,6 @@ def _check_finite(block, ids, rows, *paths):
 # ---- many pairs ------------------------------------------------------------------------------
 
 
-def as_path_list(value):
-    """A path, a comma-separated string, or a list/tuple of paths (as fire passes them) -> [str]."""
-    if value is None:
-        return []
-    if isinstance(value, (list, tuple)):
-        return [str(v) for v in value]
-    text = str(value)
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1]
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
 def _expand(paths, option):
     files = []
     for path in paths:
@@ -273,24 +254,6 @@ def _expand(paths, option):
         else:
             raise UserError(f"{path}: no such file or folder (--{option})")
     return files
-
-
-def shard_key(path):
-    """The name two sides of a pair share: extension and side words removed.
-
-    `sample.00001.nucleotide.dnabert.h5` and `sample.00001.protein.esm.h5` -> `sample.00001`;
-    the original's `output_1_DNABERT_S.pt` and `output_1_ESM.pt` -> `output_1`.
-    """
-    name = os.path.basename(path)
-    for ext in EMBEDDING_EXTENSIONS:
-        if name.endswith(ext):
-            name = name[: -len(ext)]
-            break
-    while True:
-        shorter = _SIDE_WORDS.sub("", name)
-        if shorter == name or not shorter:
-            return name
-        name = shorter
 
 
 def pair_inputs(nucleotide, protein):
@@ -341,7 +304,7 @@ def merge_pairs(nucleotide, protein, outdir, workers=None, skip_missing=False, o
     """
     from tqdm import tqdm
 
-    pairs = [(k, n, p, os.path.join(str(outdir), f"{k}.features.h5")) for k, n, p in pair_inputs(nucleotide, protein)]
+    pairs = [(k, n, p, os.path.join(str(outdir), features_file(k))) for k, n, p in pair_inputs(nucleotide, protein)]
     os.makedirs(str(outdir), exist_ok=True)
     workers, _ = plan_pool(len(pairs), workers)
     if batch_size is None:

@@ -50,7 +50,7 @@ def publish(tmp, final):
 
 def lock_path(path):
     """The lock file that guards `path` (a file or a folder) while a run writes it."""
-    return f"{os.path.abspath(path).rstrip(os.sep)}.lock"
+    return f"{os.path.realpath(path).rstrip(os.sep)}.lock"  # one lock however the path is spelled (symlinks)
 
 
 @contextlib.contextmanager

@@ -74,25 +74,32 @@ def _bounded(tasks, slots, stop):
         yield task
 
 
-def ordered_map(worker, tasks, workers, chunksize=1, max_in_flight=None, initializer=None, initargs=()):
+def start_pool(workers, initializer=None, initargs=()):
+    """A spawn pool of `workers` processes, each running `initializer(*initargs)` once (to keep
+    across several `ordered_map` calls, e.g. a model loaded once per worker; close it with `with`)."""
+    ctx = multiprocessing.get_context("spawn")
+    with _sigint_ignored():  # workers inherit it: a Ctrl-C while they still import is no traceback either
+        return ctx.Pool(workers, initializer=_init_worker, initargs=(initializer, initargs))
+
+
+def ordered_map(worker, tasks, workers, chunksize=1, max_in_flight=None, initializer=None, initargs=(), pool=None):
     """Yield worker(task) in task order: in this process for one worker, else with a spawn pool's imap.
 
     `tasks` may be a generator. Pool.imap alone would read it to the end at once (its feeder
     thread has no back-pressure), so at most `max_in_flight` tasks are read ahead: memory stays
     flat however large the input is. `initializer(*initargs)` runs once per worker process (in
-    this process when there is one worker).
+    this process when there is one worker). `pool` (from `start_pool`): use it, and leave it open.
     """
-    if workers <= 1:
+    if workers <= 1 and pool is None:
         if initializer is not None:
             initializer(*initargs)
         yield from map(worker, tasks)
         return
     max_in_flight = max(max_in_flight or workers * chunksize * 2, 2 * chunksize)
     slots, stop = threading.Semaphore(max_in_flight), threading.Event()
-    ctx = multiprocessing.get_context("spawn")
-    with _sigint_ignored():  # workers inherit it: a Ctrl-C while they still import is no traceback either
-        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(initializer, initargs))
-    with pool:
+    own = pool is None
+    pool = pool or start_pool(workers, initializer, initargs)
+    with pool if own else contextlib.nullcontext():
         try:
             for result in pool.imap(worker, _bounded(tasks, slots, stop), chunksize=chunksize):
                 slots.release()

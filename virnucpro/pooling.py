@@ -34,19 +34,31 @@ def masked_mean(hidden, mask):
     return (hidden.float() * mask).sum(1) / mask.sum(1)
 
 
-def split_on_oom(forward, ids, mask, device):
+class OomSplitter:
     """forward(ids, mask) for a batch; if the device runs out of memory, the batch is split in two
     and each half retried (recursively) instead of stopping the run. A single sequence that does
-    not fit is re-raised."""
-    try:
-        return forward(ids, mask)
-    except torch.OutOfMemoryError:
-        if len(ids) == 1:
-            raise
-    if str(device).startswith("cuda"):
-        torch.cuda.empty_cache()
-    half = len(ids) // 2
-    log.warning("out of memory on %s for a batch of %d x %d tokens: splitting it into %d + %d",
-                device, len(ids), ids.shape[1], half, len(ids) - half)
-    return torch.cat([split_on_oom(forward, ids[:half], mask[:half], device),
-                      split_on_oom(forward, ids[half:], mask[half:], device)])
+    not fit is re-raised. The smallest padded size that failed is remembered, so later batches as
+    large are split up front instead of failing (and being logged) again."""
+
+    def __init__(self, forward, device):
+        self.forward, self.device, self.too_big = forward, device, None
+
+    def __call__(self, ids, mask):
+        if self.too_big is not None and len(ids) > 1 and ids.numel() >= self.too_big:
+            return self._halves(ids, mask)
+        try:
+            return self.forward(ids, mask)
+        except torch.OutOfMemoryError:
+            if len(ids) == 1:
+                raise
+        if str(self.device).startswith("cuda"):
+            torch.cuda.empty_cache()
+        self.too_big = min(self.too_big or ids.numel(), ids.numel())
+        log.warning("out of memory on %s for a batch of %d x %d tokens: splitting it into %d + %d "
+                    "(and every later batch of >= %d padded tokens)", self.device, len(ids), ids.shape[1],
+                    len(ids) // 2, len(ids) - len(ids) // 2, self.too_big)
+        return self._halves(ids, mask)
+
+    def _halves(self, ids, mask):
+        half = len(ids) // 2
+        return torch.cat([self(ids[:half], mask[:half]), self(ids[half:], mask[half:])])

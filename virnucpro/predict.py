@@ -16,26 +16,26 @@ the same final files, and re-running a finished run does nothing:
 A rerun with settings that change a completed stage's outputs is refused before any work (use
 another DIR or --overwrite), except `--threshold` and `--classifier`, which only classify and
 report depend on: those two stages are made again and the embeddings kept. Only one run at a
-time may use a DIR.
+time may use a DIR. Each model is loaded once per run, for all shards. --overwrite removes only
+the files listed above (`names.predict_outputs`); anything else in DIR is left alone.
 """
 
 import logging
 import os
-import shutil
 import sys
 import time
 
 from . import __version__
 from .errors import UserError
-from .fasta import check_readable, stem
+from .fasta import check_readable
+from .names import (HIGHESTSCORE, PREDICTIONS, REPORT, RUN_RECORD, STAGE_FOLDERS, SUMMARY, TIMINGS, embeddings_file,
+                    features_file, predict_outputs, shard_of)
 from .outputs import exclusive, file_sha256, read_record, remove_own_temps, write_record
+from .results import DEFAULT_THRESHOLD, check_threshold
 
 log = logging.getLogger(__name__)
 
 STAGES = ("translate", "dnabert", "esm", "merge", "classify", "report")
-FOLDERS = {"translate": "1_translate", "dnabert": "2_dnabert", "esm": "3_esm", "merge": "4_merge"}
-RUN_FILE = "run.json"
-TIMINGS_FILE = "timings.json"
 #: The settings each stage's outputs depend on, besides those of the stages before it.
 STAGE_SETTINGS = {
     "translate": ("input_name", "input_sha256", "chunk_size", "shard_size", "virnucpro_version"),
@@ -54,17 +54,11 @@ def _model_setting(model):
     return os.path.abspath(model) if os.path.isdir(str(model)) else str(model)
 
 
-def shard_name(nucleotide_fasta):
-    """`x/8seq.00001.nucleotide.fa` -> `8seq.00001`: the name a shard's later files share."""
-    name = os.path.basename(nucleotide_fasta)
-    return name[: -len(".nucleotide.fa")] if name.endswith(".nucleotide.fa") else stem(name)
-
-
 def check_inputs(input, classifier, threshold):
     """Everything that can be checked before any work: the input, the classifier (loaded, and its
     input size is the features' 768 + 2560) and the threshold."""
     from .classifier import load_classifier
-    from .classify import FEATURE_DIM, check_threshold
+    from .classify import FEATURE_DIM
 
     if classifier is None:
         raise UserError("--classifier is required (the published 300_model.pth or 500_model.pth, or a test model)")
@@ -76,6 +70,15 @@ def check_inputs(input, classifier, threshold):
         raise UserError(f"{classifier}: the classifier takes {model.input_dim} features, but VirNucPro features have "
                         f"{FEATURE_DIM} (768 DNABERT-S + 2560 ESM-2)")
     return check_threshold(threshold)
+
+
+def resolved_precision(precision, device, gpus, workers):
+    """--precision as extract resolves it on the run's device (auto: bf16 on CUDA, fp32 on a CPU):
+    the run records what the embeddings are really made with."""
+    from .extract import plan_devices, resolve_precision
+
+    devices = plan_devices(device, gpus, workers or 1)
+    return resolve_precision(precision, "cuda" if devices[0].startswith("cuda") else "cpu")
 
 
 def run_settings(input, chunk_size, classifier, dnabert_model, esm_model, precision, shard_size, threshold):
@@ -98,17 +101,13 @@ def run_settings(input, chunk_size, classifier, dnabert_model, esm_model, precis
     }
 
 
-def clear(outdir):
-    """--overwrite: remove what an earlier run wrote (the stage folders and the files this tool names)."""
-    from .classify import HIGHESTSCORE, MANIFEST, PREDICTIONS, SUMMARY
-    from .report import REPORT, REPORT_RECORD
-
-    for folder in FOLDERS.values():
-        shutil.rmtree(os.path.join(outdir, folder), ignore_errors=True)
-    for name in (PREDICTIONS, HIGHESTSCORE, SUMMARY, MANIFEST, REPORT, REPORT_RECORD, RUN_FILE, TIMINGS_FILE):
-        path = os.path.join(outdir, name)
-        if os.path.exists(path):
-            os.remove(path)
+def clear(outdir, input):
+    """--overwrite: remove what an earlier run wrote, file by file: only the names this tool writes,
+    for this input and for the one run.json records (an earlier run of another input file)."""
+    recorded = (read_record(os.path.join(outdir, RUN_RECORD)) or {}).get("stages", {}).get("translate", {})
+    inputs = {input, recorded.get("input_name")} - {None}
+    for path in sorted({path for name in inputs for path in predict_outputs(outdir, name)}):
+        os.remove(path)
 
 
 class Stages:
@@ -116,8 +115,8 @@ class Stages:
     once it is complete (so a failed run never blocks the corrected one)."""
 
     def __init__(self, outdir, settings):
-        self.path = os.path.join(outdir, RUN_FILE)
-        self.times_path = os.path.join(outdir, TIMINGS_FILE)
+        self.path = os.path.join(outdir, RUN_RECORD)
+        self.times_path = os.path.join(outdir, TIMINGS)
         self.recorded = (read_record(self.path) or {}).get("stages", {})
         self.times = read_record(self.times_path) or {}
         self.expected, keys = {}, []
@@ -159,18 +158,17 @@ class Stages:
 
 
 def embed_shards(kind, fastas, shards, folder, model, device, precision, batch_tokens, gpus, workers):
-    """Stages 2 and 3: one embeddings file per shard (an existing one is complete: extract renames
-    it into place only when it is). The one place predict calls extract."""
-    from .extract import extract_embeddings
+    """Stages 2 and 3: one embeddings file per shard, with the model loaded once for all of them.
+    An existing file is reused only when it was made the same way (Embedder.embed checks its
+    recorded identity: model revision, precision, pooling, input digest); one made otherwise is refused.
+    The one place predict calls extract."""
+    from .extract import Embedder
 
-    os.makedirs(folder, exist_ok=True)
-    outputs = []
-    for shard, fasta in zip(shards, fastas):
-        output = os.path.join(folder, f"{shard}.{kind}.h5")
-        if not os.path.exists(output):
-            extract_embeddings(kind, fasta, output, model=model, device=device, precision=precision,
-                               batch_tokens=batch_tokens, gpus=gpus, workers=workers or 1)
-        outputs.append(output)
+    outputs = [os.path.join(folder, embeddings_file(shard, kind)) for shard in shards]
+    with Embedder(kind, model=model, device=device, precision=precision, batch_tokens=batch_tokens, gpus=gpus,
+                  workers=workers or 1) as embedder:
+        for fasta, output in zip(fastas, outputs):
+            embedder.embed(fasta, output)
     return outputs
 
 
@@ -182,7 +180,7 @@ def predict_run(
     dnabert_model=None,
     esm_model=None,
     device="auto",
-    precision="fp32",
+    precision="auto",
     workers=None,
     gpus=None,
     batch_tokens=None,
@@ -199,20 +197,21 @@ def predict_run(
     started = time.perf_counter()
     input, outdir = str(input), str(outdir)
     threshold = check_inputs(input, classifier, threshold)
+    precision = resolved_precision(precision, device, gpus, workers)
     settings = run_settings(input, chunk_size, classifier, dnabert_model, esm_model, precision, shard_size, threshold)
-    folder = {stage: os.path.join(outdir, name) for stage, name in FOLDERS.items()}
+    folder = {stage: os.path.join(outdir, name) for stage, name in STAGE_FOLDERS.items()}
     with exclusive(outdir, f"prediction folder {outdir}"):
         if overwrite:
-            clear(outdir)
+            clear(outdir, input)
         stages = Stages(outdir, settings)
         stages.check(outdir)
-        for name in (RUN_FILE, TIMINGS_FILE):
+        for name in (RUN_RECORD, TIMINGS):
             remove_own_temps(os.path.join(outdir, name))
 
         stages.start("translate", f"{input} into {chunk_size} bp chunks, six frames")
         translated = translate_fasta(input, folder["translate"], chunk_size=chunk_size, workers=workers,
                                      shard_size=shard_size, redo=True)
-        shards = [shard_name(path) for path in translated["nucleotide"]]
+        shards = [shard_of(path) for path in translated["nucleotide"]]
         stages.done("translate")
 
         stages.start("dnabert", f"DNABERT-S embeddings ({settings['dnabert_model']})")
@@ -226,7 +225,7 @@ def predict_run(
         stages.done("esm")
 
         stages.start("merge", "join embeddings by frame id")
-        features = [merge_features(nucleotide, protein, os.path.join(folder["merge"], f"{shard}.features.h5"), redo=True)
+        features = [merge_features(nucleotide, protein, os.path.join(folder["merge"], features_file(shard)), redo=True)
                     for shard, nucleotide, protein in zip(shards, dnabert, esm)]
         stages.done("merge")
 
@@ -258,7 +257,7 @@ def format_summary(summary, threshold):
         f"  verdicts    {c['verdicts'].get('virus', 0)} virus, {c['verdicts'].get('others', 0)} others, "
         f"{c['verdicts'].get('unscored', 0)} unscored (sequence score >= {threshold} is virus)",
         f"  stage times {times}",
-        "  outputs     prediction_results.tsv, prediction_results_highestscore.tsv, sequence_summary.tsv, report.html",
+        f"  outputs     {PREDICTIONS}, {HIGHESTSCORE}, {SUMMARY}, {REPORT}",
     ]
     return "\n".join(lines)
 
@@ -271,7 +270,7 @@ def predict(
     dnabert_model=None,
     esm_model=None,
     device="auto",
-    precision="fp32",
+    precision="auto",
     workers=None,
     gpus=None,
     batch_tokens=None,
@@ -297,13 +296,13 @@ def predict(
       dnabert_model: hub id or local folder (default zhihan1996/DNABERT-S).
       esm_model: hub id or local folder (default facebook/esm2_t36_3B_UR50D).
       device: auto (a GPU if there is one), cpu, cuda or cuda:N; --gpus N for several.
-      precision: fp32 (default), bf16 or fp16 (GPU).
+      precision: auto, fp32, bf16 or fp16; auto = bf16 on a GPU, fp32 (exact) on a CPU (the resolved one is recorded).
       workers: CPU processes for translation and CPU embedding (default: all CPUs available to this job).
       gpus: how many GPUs to embed on with --device cuda (default: every visible one).
       batch_tokens: padded tokens per embedding batch (default by model and device).
       shard_size: frames per shard (0: one shard); a killed run resumes shard by shard.
       threshold: sequence verdict cut on its score (default 0.5).
-      overwrite: start again from scratch in DIR.
+      overwrite: start again from scratch in DIR (removes only the files this tool writes there).
       verbose: debug logging.
     """
     summary = predict_run(
@@ -311,6 +310,4 @@ def predict(
         esm_model=esm_model, device=device, precision=precision, workers=workers, gpus=gpus,
         batch_tokens=batch_tokens, shard_size=shard_size, threshold=threshold, overwrite=overwrite,
     )
-    from .classify import DEFAULT_THRESHOLD
-
     print(format_summary(summary, DEFAULT_THRESHOLD if threshold is None else threshold), file=sys.stderr)

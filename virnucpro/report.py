@@ -17,17 +17,14 @@ import numpy as np
 
 from . import __version__
 from .errors import UserError
+from .names import PREDICTION_COLUMNS, REPORT, REPORT_RECORD, SUMMARY_COLUMNS
+from .results import DEFAULT_THRESHOLD, chunk_bounds, chunk_id, read_classify_record, update_chunk_best
 
 log = logging.getLogger(__name__)
 
-#: The report's file name in the output folder, and the record of what it was made from.
-REPORT = "report.html"
-REPORT_RECORD = "report.json"
 #: Sequences drawn as chunk tracks (the original drew 5), and rows in the HTML verdict table.
 TRACKS = 12
 TABLE_ROWS = 2000
-#: Columns of prediction_results.tsv (the original's prediction_results.txt).
-PREDICTION_COLUMNS = ("Sequence_ID", "Prediction", "score1", "score2")
 #: Numeric columns of sequence_summary.tsv: (name, type, may be NA).
 SUMMARY_NUMBERS = (("length", int, True), ("chunks", int, False), ("chunks_scored", int, False),
                    ("chunks_viral", int, False), ("score", float, True))
@@ -82,8 +79,6 @@ def read_results(tables, threshold):
 
     `tables`: dict(predictions=path, summary=path). Missing or malformed tables are one-line UserErrors.
     """
-    from .classify import SUMMARY_COLUMNS, update_chunk_best
-
     scores, frames_virus, chunk_best = [], 0, {}
     path = tables["predictions"]
     for number, fields in _table_lines(path, "prediction table", PREDICTION_COLUMNS):
@@ -135,8 +130,6 @@ def _plots(results, chunk_size):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .translate import chunk_bounds
-
     images = []
     bins = np.linspace(0.0, 1.0, 51)
 
@@ -172,7 +165,7 @@ def _plots(results, chunk_size):
         for ax, row in zip(axes[:, 0], shown):
             starts, ends, heights, colors = [], [], [], []
             for number, (start, end) in enumerate(chunk_bounds(int(row["length"]), chunk_size), 1):
-                best = results.chunk_best.get(f"{row['sequence_id']}_chunk_{number}")
+                best = results.chunk_best.get(chunk_id(row["sequence_id"], number))
                 starts.append(start)
                 ends.append(end)
                 heights.append(0 if best is None else best[1])
@@ -234,7 +227,7 @@ def write_report(path, results, settings, times, chunk_size):
     ]
     for title, caption, uri in _plots(results, chunk_size):
         parts += [f"<h2>{html.escape(title)}</h2><p class='note'>{html.escape(caption)}</p>", f"<img alt='{html.escape(title)}' src='{uri}'>"]
-    header = ["sequence_id", "length", "chunks", "chunks_scored", "chunks_viral", "viral_fraction", "score", "verdict"]
+    header = SUMMARY_COLUMNS
     rows = results.summary_rows[:TABLE_ROWS]
     body = "".join(
         "<tr>" + "".join(
@@ -266,8 +259,6 @@ def write_report(path, results, settings, times, chunk_size):
 
 def _check_chunk_size(results, chunk_size, path):
     """The chunk tracks need the run's chunk size; a wrong one would draw misplaced chunks."""
-    from .translate import chunk_bounds
-
     for row in results.summary_rows:
         if row["length"] != "NA" and int(row["length"]) <= 0:
             raise UserError(f"{path}: sequence '{row['sequence_id']}' has length {row['length']}")
@@ -297,11 +288,10 @@ def make_report(predictions, summary, outdir, chunk_size=None, threshold=None, n
     `settings`/`times` (predict's) are shown in the report; `results`, when the caller has read
     the tables already.
     """
-    from .classify import DEFAULT_THRESHOLD, read_manifest
     from .outputs import exclusive, input_identity, remove_own_temps, reuse_existing, write_record, read_record
 
     predictions, summary, outdir = str(predictions), str(summary), str(outdir)
-    recorded = read_manifest(summary) or {}
+    recorded = read_classify_record(summary) or {}
     if chunk_size is None:
         chunk_size = recorded.get("chunk_size") or 500
     if threshold is None:

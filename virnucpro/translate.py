@@ -7,18 +7,18 @@ is then one C-level strided slice of that table's output.
 
 import contextlib
 import logging
-import math
 import os
-import re
 
 import numpy as np
 from tqdm import tqdm
 
 from . import __version__
 from .errors import UserError
-from .fasta import check_readable, format_record, read_fasta, stem, wrap_record
+from .fasta import check_readable, format_record, read_fasta, wrap_record
+from .names import SEQUENCES_COLUMNS, stem, translate_output_pattern, translate_outputs
 from .outputs import discard, publish, temp_path_for
 from .parallel import available_cpus, ordered_map, plan_pool
+from .results import chunk_bounds, chunk_id
 
 log = logging.getLogger(__name__)
 
@@ -47,21 +47,6 @@ def _codon_lookup():
 BASE_CODE, CODON_LETTERS = _codon_lookup()
 
 
-def chunk_bounds(length, chunk_size):
-    """(start, end) of each chunk of a sequence, spreading the overlap exactly as VirNucPro does."""
-    n = math.ceil(length / chunk_size)
-    overlap = n * chunk_size - length
-    low = overlap // n
-    k = overlap - low * (n - 1)
-    shifts = [low + 1] * k + [low] * (n - 1 - k) + [0]
-    bounds, shifted = [], 0
-    for i in range(n):
-        start = i * chunk_size - shifted
-        bounds.append((start, min(start + chunk_size, length)))
-        shifted += shifts[i]
-    return bounds
-
-
 def amino_acid_at_each_position(seq):
     """Byte i is the amino acid of the codon seq[i:i+3] (b'#' if it holds a non-ACGT letter)."""
     if len(seq) < 3:
@@ -71,7 +56,7 @@ def amino_acid_at_each_position(seq):
     return CODON_LETTERS[index].tobytes()
 
 
-def _stop_free_frames(strand, amino_acids, start, end, chunk_id, strand_letter, out):
+def _stop_free_frames(strand, amino_acids, start, end, chunk, strand_letter, out):
     """Append (frame id, nucleotide, protein) for each frame of strand[start:end] without a stop."""
     last_codon_stop = max(end - 2, 0)  # a negative stop would wrap around to the strand's end
     for frame in range(3):
@@ -84,7 +69,7 @@ def _stop_free_frames(strand, amino_acids, start, end, chunk_id, strand_letter, 
             continue
         first = start + frame
         nucleotide = strand[first : min(first + 3 * len(protein) + 1, end)]
-        out.append((f"{chunk_id}{strand_letter}{frame + 1}", nucleotide.decode(), protein.decode()))
+        out.append((f"{chunk}{strand_letter}{frame + 1}", nucleotide.decode(), protein.decode()))
 
 
 def translate_records(records, chunk_size):
@@ -103,11 +88,11 @@ def translate_records(records, chunk_size):
         bounds = chunk_bounds(len(seq), chunk_size)
         summaries.append((record_id, len(seq), len(bounds)))
         for number, (start, end) in enumerate(bounds, 1):
-            chunk_id = f"{record_id}_chunk_{number}"
+            chunk = chunk_id(record_id, number)
             first, last = offset + start, offset + end
             before = len(frames)
-            _stop_free_frames(forward, forward_aa, first, last, chunk_id, "F", frames)
-            _stop_free_frames(reverse, reverse_aa, total - last, total - first, chunk_id, "R", frames)
+            _stop_free_frames(forward, forward_aa, first, last, chunk, "F", frames)
+            _stop_free_frames(reverse, reverse_aa, total - last, total - first, chunk, "R", frames)
             frameless += len(frames) == before
         offset += len(seq)
     return frames, summaries, frameless
@@ -127,7 +112,7 @@ def chunk_batch(task):
     """Pool worker for --write_chunks: the chunks themselves, wrapped as the original wrote them."""
     records, chunk_size = task
     return "".join(
-        wrap_record(f"{record_id}_chunk_{number}", seq[start:end])
+        wrap_record(chunk_id(record_id, number), seq[start:end])
         for record_id, seq in records
         for number, (start, end) in enumerate(chunk_bounds(len(seq), chunk_size), 1)
     )
@@ -155,33 +140,14 @@ def plan_translation(input_bytes, workers=None, batch_bases=None):
     return workers, chunksize, batch_bases
 
 
-def output_paths(input, outdir, shard_count=0, write_chunks=False):
-    """Final output names for an input: the pair (or numbered shard pairs), the table, chunks."""
-    base = os.path.join(outdir, stem(input))
-    if shard_count:
-        pairs = [(f"{base}.{i:05d}.nucleotide.fa", f"{base}.{i:05d}.protein.fa") for i in range(1, shard_count + 1)]
-    else:
-        pairs = [(f"{base}.nucleotide.fa", f"{base}.protein.fa")]
-    paths = {
-        "nucleotide": [n for n, _ in pairs],
-        "protein": [p for _, p in pairs],
-        "sequences": f"{base}.sequences.tsv",
-        "manifest": f"{base}.translate.json",
-    }
-    if write_chunks:
-        paths["chunks"] = f"{base}.chunks.fa"
-    return paths
-
-
 def _our_outputs(input, outdir):
     """The final names of `input`'s outputs (any shard layout) that exist in `outdir`."""
-    base = re.escape(stem(input))
-    ours = re.compile(base + r"((\.\d{5})?\.(nucleotide|protein)\.fa|\.sequences\.tsv|\.chunks\.fa)")
+    ours = translate_output_pattern(input)
     return sorted(os.path.join(outdir, name) for name in os.listdir(outdir) if ours.fullmatch(name))
 
 
 def _recorded_outputs(manifest, outdir):
-    """The output paths a manifest lists (a dict like `output_paths` gives), or None if it lists none."""
+    """The output paths a manifest lists (a dict like `names.translate_outputs` gives), or None if it lists none."""
     listed = manifest.get("outputs")
     if not isinstance(listed, dict) or not {"nucleotide", "protein", "sequences"} <= set(listed):
         return None
@@ -190,13 +156,13 @@ def _recorded_outputs(manifest, outdir):
 
 
 def _files(outputs):
-    """The output files of an `output_paths`-like dict, the manifest excepted."""
+    """The output files of a `names.translate_outputs`-like dict, the manifest excepted."""
     return outputs["nucleotide"] + outputs["protein"] + [outputs[key] for key in ("sequences", "chunks") if key in outputs]
 
 
 def _temp_bases(input, outdir):
     """The names our temporary files derive from (`outputs.temp_path_for`), for cleanup."""
-    paths = output_paths(input, outdir, write_chunks=True)
+    paths = translate_outputs(outdir, input, write_chunks=True)
     return [os.path.join(outdir, f"{stem(input)}.shard"), paths["sequences"], paths["chunks"], paths["manifest"]]
 
 
@@ -266,7 +232,7 @@ def translate_fasta(input, outdir, chunk_size=500, workers=None, shard_size=0, o
     outdir = str(outdir)
     settings = {"input": os.path.basename(input), "input_sha256": file_sha256(input), "chunk_size": chunk_size,
                 "shard_size": shard_size, "write_chunks": bool(write_chunks)}
-    manifest_path = output_paths(input, outdir)["manifest"]
+    manifest_path = translate_outputs(outdir, input)["manifest"]
     with exclusive(os.path.join(outdir, stem(input)), f"translation of {stem(input)} in {outdir}"):
         manifest = read_record(manifest_path)
         previous = _recorded_outputs(manifest, outdir) if manifest else None
@@ -287,7 +253,7 @@ def _translate(input, outdir, settings, workers, batch_bases):
     workers, chunksize, batch_bases = plan_translation(size, workers, batch_bases)
     log.info("translating %s: chunk size %d, %d worker(s), batches of ~%d bases", input, chunk_size, workers, batch_bases)
 
-    names = output_paths(input, outdir, write_chunks=write_chunks)
+    names = translate_outputs(outdir, input, write_chunks=write_chunks)
     writer = _ShardWriter(_temp_bases(input, outdir)[0], shard_size)
     table_temp = temp_path_for(names["sequences"])
     temps = [table_temp]
@@ -295,7 +261,7 @@ def _translate(input, outdir, settings, workers, batch_bases):
     try:
         with open(table_temp, "w", encoding="utf-8") as table, tqdm(total=size, unit="B", unit_scale=True, desc="translate",
                                                    mininterval=1.0) as progress:
-            table.write("sequence_id\tlength\tchunks\n")
+            table.write("\t".join(SEQUENCES_COLUMNS) + "\n")
             records = read_fasta(input, alphabet="nucleotide", progress=progress)
             tasks = batches(records, chunk_size, batch_bases)
             for nucleotide, protein, summaries, frameless in ordered_map(translate_batch, tasks, workers, chunksize):
@@ -312,7 +278,7 @@ def _translate(input, outdir, settings, workers, batch_bases):
             temps.append(temp_path_for(names["chunks"]))
             _write_chunks(input, temps[-1], chunk_size, workers, chunksize, batch_bases)
 
-        outputs = output_paths(input, outdir, len(writer.temps) if shard_size else 0, write_chunks)
+        outputs = translate_outputs(outdir, input, len(writer.temps) if shard_size else 0, write_chunks)
         if os.path.exists(outputs["manifest"]):  # an earlier run's record must not vouch for replaced files
             os.remove(outputs["manifest"])
         for old in _our_outputs(input, outdir):

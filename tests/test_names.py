@@ -1,0 +1,93 @@
+"""virnucpro.names owns every output name: its rules, and main.nf and modules/ using the same names."""
+
+import glob
+import os
+import re
+
+from helpers import REPO
+from virnucpro import names
+
+
+def pipeline_text():
+    parts = [os.path.join(REPO, "main.nf")] + sorted(glob.glob(os.path.join(REPO, "modules", "*.nf")))
+    return {os.path.relpath(path, REPO): open(path).read() for path in parts}
+
+
+def test_shard_names_pad_to_the_widest_number_at_least_five_digits():
+    assert names.shard_name("s", 7, 12) == "s.00007"
+    assert names.shard_name("s", 7, 123456) == "s.000007"
+    assert names.shard_names("s", 0) == ["s"]
+    many = names.shard_names("s", 100_001)
+    assert many[0] == "s.000001" and many[-1] == "s.100001"
+    assert sorted(many) == many  # string order is shard order past 99,999 shards
+
+
+def test_translate_names_and_their_pattern_agree():
+    outputs = names.translate_outputs("out", "in/reads.fasta.gz", shard_count=100_000, write_chunks=True)
+    assert outputs["nucleotide"][0] == os.path.join("out", "reads.000001.nucleotide.fa")
+    assert outputs["protein"][-1] == os.path.join("out", "reads.100000.protein.fa")
+    assert outputs["sequences"] == os.path.join("out", "reads.sequences.tsv")
+    pattern = names.translate_output_pattern("reads.fa")
+    files = outputs["nucleotide"][:2] + outputs["protein"][-2:] + [outputs["sequences"], outputs["chunks"]]
+    assert all(pattern.fullmatch(os.path.basename(path)) for path in files)
+    assert not pattern.fullmatch("reads.1.nucleotide.fa") and not pattern.fullmatch("other.nucleotide.fa")
+    assert names.shard_of(outputs["nucleotide"][-1]) == "reads.100000"
+
+
+def test_shard_key_pairs_the_names_the_tools_and_the_pipeline_write():
+    shard = names.shard_name("sample", 3, 200_000)
+    assert names.shard_key(names.embeddings_file(shard, "dnabert")) == names.shard_key(
+        names.embeddings_file(shard, "esm")) == shard
+
+
+def test_predict_outputs_lists_only_predict_names(tmp_path):
+    made = ["run.json", "report.html", "1_translate/x.nucleotide.fa", "1_translate/x.translate.json",
+            "2_dnabert/x.000012.dnabert.h5", "3_esm/x.esm.h5.partial", "4_merge/x.00001.features.h5"]
+    others = ["notes.txt", "1_translate/y.nucleotide.fa", "2_dnabert/x.esm.h5", "4_merge/x.features.h5.bak", "run.json.bak"]
+    for name in made + others:
+        os.makedirs(os.path.dirname(tmp_path / name), exist_ok=True)
+        (tmp_path / name).write_text("")
+    found = [os.path.relpath(path, tmp_path) for path in names.predict_outputs(tmp_path, "in/x.fa")]
+    assert sorted(found) == sorted(made)
+
+
+def test_pipeline_uses_the_names_of_names_py():
+    text = pipeline_text()
+    everything = "\n".join(text.values())
+    # The file endings the modules publish and the tools write.
+    for suffix in (names.NUCLEOTIDE_FASTA, names.PROTEIN_FASTA, names.SEQUENCES_TABLE, names.FEATURES_FILE):
+        assert suffix in everything, suffix
+    assert "${meta.shard}" + names.FEATURES_FILE in text["modules/merge.nf"]
+    assert "${meta.shard}.${model_meta.kind}" + names.EMBEDDINGS_SUFFIX in text["modules/extract.nf"]
+    for table in (names.PREDICTIONS, names.HIGHESTSCORE, names.SUMMARY):
+        assert f"path('{table}')" in text["modules/classify.nf"], table
+    assert f"path('{names.REPORT}')" in text["modules/report.nf"]
+    assert f"model/{names.MODEL_RECORD}" in text["modules/fetch_model.nf"]
+    for made in names.TEST_MODELS.values():
+        assert f"path '{made}'" in text["modules/make_test_models.nf"], made
+    # Every output file name main.nf and modules/ write or read is a table of names.py or ends with
+    # a suffix of names.py (`contigs/*.fa` and the like are the user's input, FASTA_EXTENSIONS).
+    tables = {names.PREDICTIONS, names.HIGHESTSCORE, names.SUMMARY, names.REPORT}
+    suffixes = (names.NUCLEOTIDE_FASTA, names.PROTEIN_FASTA, names.SEQUENCES_TABLE, names.FEATURES_FILE,
+                "${model_meta.kind}" + names.EMBEDDINGS_SUFFIX) + names.FASTA_EXTENSIONS
+    checked = 0
+    for path, body in text.items():
+        for name in set(re.findall(r"[\w${}.*/-]*\.(?:fa|tsv|h5|html)\b", body)):
+            base = name.rsplit("/", 1)[-1]
+            assert base in tables or base.endswith(suffixes), f"{path}: {name}"
+            checked += 1
+    assert checked >= 10
+
+
+def test_pipeline_shard_names_follow_the_same_rule():
+    main = pipeline_text()["main.nf"]
+    width = re.search(r"def width = Math\.max\((\d+), numbered\[-1\]\[0\]\.toString\(\)\.length\(\)\)", main)
+    assert width and int(width.group(1)) == names.SHARD_DIGITS
+    assert '"${meta.id}.${index.toString().padLeft(width, \'0\')}"' in main
+    assert re.escape(names.NUCLEOTIDE_FASTA).replace("\\", "") in main.replace("\\", "")
+
+
+def test_fasta_extensions_are_the_pipeline_stem_rule():
+    main = pipeline_text()["main.nf"]
+    listed = re.search(r"def ext = \[([^\]]*)\]", main).group(1)
+    assert tuple(re.findall(r"'([^']+)'", listed)) == names.FASTA_EXTENSIONS

@@ -1,0 +1,81 @@
+"""Rules the stages share about chunks and their scores, below the stages that use them:
+chunk bounds and ids (SPEC 1.1; translate cuts, report draws), each chunk's best scores (classify
+writes them, report reads them back), the verdict threshold and classify's record (read by report).
+"""
+
+import math
+import os
+
+from .errors import UserError
+from .names import CLASSIFY_RECORD
+
+#: Default verdict threshold on a sequence's score (mean chunk virus score over scored chunks).
+DEFAULT_THRESHOLD = 0.5
+
+
+def chunk_bounds(length, chunk_size):
+    """(start, end) of each chunk of a sequence, spreading the overlap exactly as VirNucPro does."""
+    n = math.ceil(length / chunk_size)
+    overlap = n * chunk_size - length
+    low = overlap // n
+    k = overlap - low * (n - 1)
+    shifts = [low + 1] * k + [low] * (n - 1 - k) + [0]
+    bounds, shifted = [], 0
+    for i in range(n):
+        start = i * chunk_size - shifted
+        bounds.append((start, min(start + chunk_size, length)))
+        shifted += shifts[i]
+    return bounds
+
+
+def chunk_id(record_id, number):
+    """`<record id>_chunk_<number>` (number 1-based)."""
+    return f"{record_id}_chunk_{number}"
+
+
+def chunk_of(frame_id):
+    """The original's Modified_ID: the frame id minus its frame suffix (last two characters)."""
+    return frame_id[:-2]
+
+
+def sequence_of(chunk):
+    """The input record id of a chunk id `<record>_chunk_<n>` (and n, 1-based)."""
+    record, sep, number = chunk.rpartition("_chunk_")
+    if not sep or not number.isdigit():
+        return None, None
+    return record, int(number)
+
+
+def update_chunk_best(chunk_best, frame_id, score1, score2):
+    """Keep each chunk's best score1 and best score2 (over its frames, independently)."""
+    chunk = chunk_of(frame_id)
+    best = chunk_best.get(chunk)
+    if best is None:
+        chunk_best[chunk] = [score1, score2]
+    else:
+        best[0] = max(best[0], score1)
+        best[1] = max(best[1], score2)
+
+
+def check_threshold(threshold):
+    """The verdict threshold as a float in [0, 1] (None: the default), or a one-line error."""
+    if threshold is None:
+        return DEFAULT_THRESHOLD
+    try:
+        threshold = float(threshold)
+    except (TypeError, ValueError):
+        raise UserError(f"--threshold must be a number, got {threshold!r}") from None
+    if not 0.0 <= threshold <= 1.0:
+        raise UserError(f"--threshold must be between 0 and 1, got {threshold}")
+    return threshold
+
+
+def read_classify_record(summary):
+    """The classify record that vouches for this sequence_summary.tsv (same folder, and it
+    recorded this file's SHA-256), or None: how report finds the run's threshold and chunk size."""
+    from .outputs import file_sha256, read_record
+
+    record = read_record(os.path.join(os.path.dirname(str(summary)), CLASSIFY_RECORD))
+    if not record or not os.path.isfile(str(summary)) or record.get("summary_sha256") != file_sha256(summary):
+        return None
+    return record
