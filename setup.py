@@ -13,7 +13,7 @@ setup(
     description="Fast, resumable, faithful VirNucPro viral sequence identification",
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     packages=find_packages(include=["virnucpro", "virnucpro.*"]),
     scripts=sorted(glob.glob("bin/virnucpro-*")),
     install_requires=[
