@@ -2,12 +2,13 @@
 
 How the work flows (memory stays flat whatever the input size, beyond one id per sequence):
 - a first pass over the FASTA keeps only the ids and a digest (for resume and skip checks);
-- a reader thread streams the FASTA again in windows of `block_size` sequences, tokenizes each
-  window (the Rust DNA tokenizer works on all cores, outside the GIL, while the model runs),
-  sorts it by token count (longest first: an out-of-memory batch shows up at once), cuts it into
-  batches whose padded size (sequences x longest, rounded up to a multiple of 8) stays within
-  `batch_tokens`, and pads them ahead of time (into pinned memory on a GPU);
-- this thread feeds the device: copies without blocking, the forward pass and the pooled mean;
+- a reader thread streams the FASTA again in windows of `block_size` sequences and tokenizes
+  each window, up to two windows ahead (the Rust DNA tokenizer works on all cores, outside the
+  GIL, while the model runs); a second thread sorts each window by token count (longest first:
+  an out-of-memory batch shows up at once), cuts it into batches whose padded size (sequences x
+  longest, rounded up to a multiple of 8) stays within `batch_tokens`, and pads them ahead of
+  time (into pinned memory on a GPU);
+- the calling thread feeds the device: copies without blocking, the forward pass and the pooled mean;
   results are copied back asynchronously;
 - a writer thread checks every vector is finite, puts each window back in input order and writes
   it as one contiguous slab to `<output>.partial`, then marks the window done: a killed run
