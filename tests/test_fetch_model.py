@@ -161,3 +161,17 @@ def test_cli_fetches_from_the_hub_and_refuses_a_local_folder(repos, test_models,
     offline = run_tool("virnucpro-fetch-model", "--model", "test-org/esm", "--outdir", tmp_path / "y", check=False)
     assert offline.returncode == 1 and "HF_HUB_OFFLINE" in offline.stderr.strip().splitlines()[-1]
     assert not os.path.exists(tmp_path / "x") and not os.path.exists(tmp_path / "y")
+
+
+def test_a_hub_snapshot_without_weights_is_a_one_line_error(tmp_path, monkeypatch):
+    """A cache holding only configs (offline) must fail here, not later inside the model loader."""
+    import huggingface_hub
+
+    from virnucpro import hub
+
+    snapshot = tmp_path / "models--org--m" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *args, **kwargs: str(snapshot))
+    with pytest.raises(UserError, match="gave no weight file"):
+        hub.download("org/m")

@@ -91,3 +91,13 @@ def test_fasta_extensions_are_the_pipeline_stem_rule():
     main = pipeline_text()["main.nf"]
     listed = re.search(r"def ext = \[([^\]]*)\]", main).group(1)
     assert tuple(re.findall(r"'([^']+)'", listed)) == names.FASTA_EXTENSIONS
+
+
+def test_pairing_keeps_a_stem_that_ends_in_a_side_word():
+    """`virus_dna.dnabert.h5` pairs as shard `virus_dna` (the name predict and the pipeline give
+    its features), not `virus`; the original's `_DNABERT_S.pt` / `_ESM.pt` names still pair."""
+    from virnucpro.names import shard_key
+
+    assert shard_key("virus_dna.dnabert.h5") == shard_key("virus_dna.esm.h5") == "virus_dna"
+    assert shard_key("sample.dnabert.h5") != shard_key("sample_dna.esm.h5")
+    assert shard_key("output_1_DNABERT_S.pt") == shard_key("output_1_ESM.pt") == "output_1"

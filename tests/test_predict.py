@@ -259,14 +259,20 @@ def test_each_model_is_loaded_once_for_all_shards(test_models, small_fasta, tmp_
     assert result["frames"] > 0
 
 
-def test_an_embeddings_shard_made_otherwise_is_refused_not_reused(clean_run, test_models, small_fasta, tmp_path):
+def test_an_embeddings_shard_made_otherwise_is_made_again_not_reused(clean_run, test_models, small_fasta, tmp_path):
+    """A run killed mid-stage and rerun with other settings: the stage is not recorded, so only the
+    file itself can say how it was made; predict owns the folder and makes it again."""
+    from virnucpro.embeddings_h5 import read_attrs
+
     outdir = tmp_path / "run"
     shutil.copytree(clean_run["outdir"], outdir)
-    (outdir / "run.json").unlink()  # no record: only the file itself can say how it was made
+    (outdir / "run.json").unlink()
     shutil.copy(outdir / "3_esm" / "small.esm.h5", outdir / "2_dnabert" / "small.dnabert.h5")
-    result = run_tool("virnucpro-predict", *predict_args(test_models, small_fasta, outdir), check=False)
-    assert result.returncode == 1
-    assert "small.dnabert.h5 exists but was made differently" in result.stderr.strip().splitlines()[-1]
+    result = run_tool("virnucpro-predict", *predict_args(test_models, small_fasta, outdir))
+    assert "small.dnabert.h5 was made differently" in result.stderr
+    assert read_attrs(outdir / "2_dnabert" / "small.dnabert.h5")["kind"] == "dnabert"
+    for table in ("prediction_results.tsv", "prediction_results_highestscore.tsv"):
+        assert read(outdir / table) == read(os.path.join(clean_run["outdir"], table))
 
 
 def test_overwrite_removes_only_the_files_predict_writes(clean_run, test_models, small_fasta, tmp_path):

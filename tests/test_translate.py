@@ -247,3 +247,16 @@ def test_non_ascii_ids_are_written_as_utf8_whatever_the_locale(tmp_path):
         assert handle.readline() == ">séquence_α_chunk_1F1\n"
     with open(tmp_path / "out" / "ids.sequences.tsv", encoding="utf-8") as handle:
         assert handle.read().splitlines()[1] == "séquence_α\t12\t1"
+
+
+def test_an_input_named_like_another_inputs_shard_keeps_its_files(tmp_path):
+    """`x.00001.fa`'s unsharded outputs look like shard 1 of `x.fa`: translating `x.fa` into the
+    same folder (even with --overwrite) must neither refuse because of them nor delete them."""
+    out = tmp_path / "out"
+    (tmp_path / "x.00001.fa").write_text(">a\nATGAAACCCGGG\n")
+    (tmp_path / "x.fa").write_text(">b\nATGAAACCCGGGTTT\n")
+    first = translate_fasta(str(tmp_path / "x.00001.fa"), str(out), chunk_size=300)
+    before = {path: open(path).read() for path in first["nucleotide"] + first["protein"]}
+    translate_fasta(str(tmp_path / "x.fa"), str(out), chunk_size=300)
+    translate_fasta(str(tmp_path / "x.fa"), str(out), chunk_size=300, overwrite=True)
+    assert {path: open(path).read() for path in before} == before

@@ -20,6 +20,7 @@ Devices: one device in this process; with several GPUs (`--gpus N`) or CPU worke
 `Embedder` loads a model once and embeds any number of files (what `virnucpro-predict` needs).
 """
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -435,10 +436,11 @@ class Embedder:
         return dict(model=self.model_name, model_revision=self.revision, kind=self.kind, pooling=pooling,
                     precision=self.precision, input_digest=input_digest, virnucpro_version=__version__)
 
-    def embed(self, input, output, overwrite=False, block_size=DEFAULT_BLOCK_SIZE):
+    def embed(self, input, output, overwrite=False, block_size=DEFAULT_BLOCK_SIZE, redo=False):
         """Embed every sequence of `input` into the HDF5 file `output`; returns its path. Skips a
-        complete output made the same way; resumes a killed run from `<output>.partial`. Holds
-        an exclusive lock on `output` throughout: a second run on it stops at once."""
+        complete output made the same way; resumes a killed run from `<output>.partial`. An output
+        made differently is refused, or with `redo` (a caller that owns the folder) made again.
+        Holds an exclusive lock on `output` throughout: a second run on it stops at once."""
         _check_positive("block_size", block_size)
         output, block_size = str(output), int(block_size)
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
@@ -451,8 +453,11 @@ class Embedder:
                 if not differs:
                     log.info("%s already complete, skipping (use --overwrite to redo)", output)
                     return output
-                raise UserError(f"{output} exists but was made differently ({', '.join(differs)} differ); "
-                                "use --overwrite to replace it")
+                if redo:
+                    log.info("%s was made differently (%s differ): making it again", output, ", ".join(differs))
+                else:
+                    raise UserError(f"{output} exists but was made differently ({', '.join(differs)} differ); "
+                                    "use --overwrite to replace it")
             if overwrite and os.path.exists(partial_path(output)):
                 os.remove(partial_path(output))
             key_fields = dict({key: attrs[key] for key in IDENTITY_ATTRS}, batch_tokens=self.batch_tokens,
@@ -564,9 +569,9 @@ class Embedder:
                 writer.abandon()
                 raise
             finally:
-                results.close()
-                batches.close()
-                windows.close()
+                for stage in (results, batches, windows):
+                    with contextlib.suppress(ValueError):  # a pool's feeder thread may be inside it: it ends with the pool
+                        stage.close()
 
 
 def _take(iterator, count):

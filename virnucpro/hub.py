@@ -84,6 +84,11 @@ def download(model, revision="main", local_dir=None, resolved=None):
             folder = huggingface_hub.snapshot_download(model, revision=revision, allow_patterns=COMMON_PATTERNS + weights)
             if any(fnmatch.fnmatch(name, pattern) for name in os.listdir(folder) for pattern in weights):
                 break
+        else:
+            raise UserError(f"--model {model}: the hub (or its cache) gave no weight file "
+                            f"({', '.join(p for ps in WEIGHT_PATTERNS for p in ps)})")
+    except UserError:
+        raise
     except Exception as err:  # network, offline mode without cache, unknown repository...
         raise UserError(f"--model {model}: no such model folder, and cannot get it from the Hugging Face hub "
                         f"or its cache: {err}") from None

@@ -125,12 +125,18 @@ _SIDE_WORDS = re.compile(
 
 
 def shard_key(path):
-    """The shard name two sides of a pair share: extension and side words removed.
+    """The shard name two sides of a pair share: `<shard>.dnabert.h5` / `<shard>.esm.h5` -> `<shard>`;
+    for other names (the original's), extension and side words removed.
 
     `sample.00001.nucleotide.dnabert.h5` and `sample.00001.protein.esm.h5` -> `sample.00001`;
     the original's `output_1_DNABERT_S.pt` and `output_1_ESM.pt` -> `output_1`.
     """
     name = os.path.basename(str(path))
+    for kind in ("dnabert", "esm"):  # this project's own names: exactly `<shard>.<kind>.h5`
+        own = embeddings_file("", kind)
+        if name.endswith(own) and len(name) > len(own):
+            name = name[: -len(own)]
+            return re.sub(r"\.(nucleotide|protein)$", "", name)  # merge's docs name pairs so too
     for ext in EMBEDDING_EXTENSIONS:
         if name.endswith(ext):
             name = name[: -len(ext)]

@@ -101,9 +101,51 @@ def ordered_map(worker, tasks, workers, chunksize=1, max_in_flight=None, initial
     pool = pool or start_pool(workers, initializer, initargs)
     with pool if own else contextlib.nullcontext():
         try:
-            for result in pool.imap(worker, _bounded(tasks, slots, stop), chunksize=chunksize):
-                slots.release()
-                yield result
+            processes = list(pool._pool)  # a pool never retires a healthy worker (no maxtasksperchild)
+            # Chunks made here rather than by imap, whose chunked form cannot wait with a timeout.
+            chunks = _chunked(worker, _bounded(tasks, slots, stop), chunksize)
+            results = pool.imap(_apply_chunk, chunks)
+            while True:
+                try:
+                    chunk = _next_result(results, processes)
+                except StopIteration:
+                    return
+                for result in chunk:
+                    slots.release()
+                    yield result
         finally:  # stopped early (error, Ctrl-C): unblock the pool's feeder so the pool can end
             stop.set()
             slots.release(max_in_flight)
+
+
+def _next_result(results, processes, poll_seconds=1.0):
+    """The next result of `pool.imap`, or a one-line error when one of the pool's `processes` died
+    (OOM killer, kill -9): the pool would start a replacement but never redo the lost tasks, and
+    imap would wait forever."""
+    from .errors import UserError
+
+    while True:
+        try:
+            return results.next(timeout=poll_seconds)
+        except multiprocessing.TimeoutError:
+            dead = [process for process in processes if process.exitcode is not None]
+            if dead:
+                raise UserError(f"a worker process died (exit status {dead[0].exitcode}: killed, or out of memory?); "
+                                "rerun to resume") from None
+
+
+def _chunked(worker, tasks, size):
+    """(worker, [up to `size` tasks]) in order."""
+    chunk = []
+    for task in tasks:
+        chunk.append(task)
+        if len(chunk) == size:
+            yield worker, chunk
+            chunk = []
+    if chunk:
+        yield worker, chunk
+
+
+def _apply_chunk(item):
+    worker, chunk = item
+    return [worker(task) for task in chunk]

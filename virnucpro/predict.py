@@ -160,7 +160,8 @@ class Stages:
 def embed_shards(kind, fastas, shards, folder, model, device, precision, batch_tokens, gpus, workers):
     """Stages 2 and 3: one embeddings file per shard, with the model loaded once for all of them.
     An existing file is reused only when it was made the same way (Embedder.embed checks its
-    recorded identity: model revision, precision, pooling, input digest); one made otherwise is refused.
+    recorded identity: model revision, precision, pooling, input digest); predict owns the folder,
+    so one made otherwise (a run killed mid-stage, rerun with another model) is made again.
     The one place predict calls extract."""
     from .extract import Embedder
 
@@ -168,7 +169,7 @@ def embed_shards(kind, fastas, shards, folder, model, device, precision, batch_t
     with Embedder(kind, model=model, device=device, precision=precision, batch_tokens=batch_tokens, gpus=gpus,
                   workers=workers or 1) as embedder:
         for fasta, output in zip(fastas, outputs):
-            embedder.embed(fasta, output)
+            embedder.embed(fasta, output, redo=True)
     return outputs
 
 

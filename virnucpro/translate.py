@@ -15,7 +15,7 @@ from tqdm import tqdm
 from . import __version__
 from .errors import UserError
 from .fasta import check_readable, format_record, read_fasta, wrap_record
-from .names import SEQUENCES_COLUMNS, stem, translate_output_pattern, translate_outputs
+from .names import SEQUENCES_COLUMNS, TRANSLATE_RECORD, stem, translate_output_pattern, translate_outputs
 from .outputs import discard, publish, temp_path_for
 from .parallel import available_cpus, ordered_map, plan_pool
 from .results import chunk_bounds, chunk_id
@@ -141,9 +141,17 @@ def plan_translation(input_bytes, workers=None, batch_bases=None):
 
 
 def _our_outputs(input, outdir):
-    """The final names of `input`'s outputs (any shard layout) that exist in `outdir`."""
+    """The final names of `input`'s outputs (any shard layout) that exist in `outdir`. A shard-like
+    name that is another input's own output (`x.00001.nucleotide.fa` of `x.00001.fa`, which has
+    its record `x.00001.translate.json` here) is not `x.fa`'s."""
     ours = translate_output_pattern(input)
-    return sorted(os.path.join(outdir, name) for name in os.listdir(outdir) if ours.fullmatch(name))
+    found = []
+    for name in os.listdir(outdir):
+        match = ours.fullmatch(name)
+        if match and not (match.group(2) and os.path.exists(
+                os.path.join(outdir, stem(input) + match.group(2) + TRANSLATE_RECORD))):
+            found.append(os.path.join(outdir, name))
+    return sorted(found)
 
 
 def _recorded_outputs(manifest, outdir):
