@@ -40,7 +40,7 @@ from .embeddings_h5 import IDENTITY_ATTRS, PartialEmbeddings, partial_path, read
 from .fasta import read_fasta
 from .hub import model_folder
 from .outputs import exclusive
-from .parallel import available_cpus, ordered_map, start_pool
+from .parallel import available_cpus, end_pool, ordered_map, start_pool
 
 log = logging.getLogger(__name__)
 
@@ -420,15 +420,15 @@ class Embedder:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, kind, error, traceback):
+        self.close(clean=kind is None)
 
-    def close(self):
-        """Free the model (and its GPU memory), and end the worker processes."""
+    def close(self, clean=True):
+        """Free the model (and its GPU memory), and end the worker processes (`clean`: not after an
+        error or a signal, see `parallel.end_pool`)."""
         self.runner = None
         if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
+            end_pool(self.pool, clean)
             self.pool = None
 
     def attrs(self, input_digest):

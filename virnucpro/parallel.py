@@ -99,23 +99,26 @@ def ordered_map(worker, tasks, workers, chunksize=1, max_in_flight=None, initial
     slots, stop = threading.Semaphore(max_in_flight), threading.Event()
     own = pool is None
     pool = pool or start_pool(workers, initializer, initargs)
-    with pool if own else contextlib.nullcontext():
-        try:
-            processes = list(pool._pool)  # a pool never retires a healthy worker (no maxtasksperchild)
-            # Chunks made here rather than by imap, whose chunked form cannot wait with a timeout.
-            chunks = _chunked(worker, _bounded(tasks, slots, stop), chunksize)
-            results = pool.imap(_apply_chunk, chunks)
-            while True:
-                try:
-                    chunk = _next_result(results, processes)
-                except StopIteration:
-                    return
-                for result in chunk:
-                    slots.release()
-                    yield result
-        finally:  # stopped early (error, Ctrl-C): unblock the pool's feeder so the pool can end
-            stop.set()
-            slots.release(max_in_flight)
+    finished = False
+    try:
+        processes = list(pool._pool)  # a pool never retires a healthy worker (no maxtasksperchild)
+        # Chunks made here rather than by imap, whose chunked form cannot wait with a timeout.
+        chunks = _chunked(worker, _bounded(tasks, slots, stop), chunksize)
+        results = pool.imap(_apply_chunk, chunks)
+        while True:
+            try:
+                chunk = _next_result(results, processes)
+            except StopIteration:
+                finished = True
+                return
+            for result in chunk:
+                slots.release()
+                yield result
+    finally:  # stopped early (error, Ctrl-C): unblock the pool's feeder so the pool can end
+        stop.set()
+        slots.release(max_in_flight)
+        if own:
+            end_pool(pool, clean=finished)
 
 
 def _next_result(results, processes, poll_seconds=1.0):
@@ -149,3 +152,22 @@ def _chunked(worker, tasks, size):
 def _apply_chunk(item):
     worker, chunk = item
     return [worker(task) for task in chunk]
+
+
+def end_pool(pool, clean=True):
+    """End a pool. After an error or a signal, its workers are killed and `Pool.terminate()` is not
+    called: a worker killed by the same signal (a batch system's SIGTERM reaches the whole process
+    group) may have died holding the pool's task-queue lock, and terminate() would wait for that
+    lock forever. The pool's own threads are daemons and go with the process."""
+    from multiprocessing.pool import TERMINATE
+
+    if clean:
+        pool.terminate()
+        pool.join()
+        return
+    pool._state = pool._worker_handler._state = TERMINATE  # no replacement workers
+    pool._terminate.cancel()  # nor terminate() at interpreter exit
+    for process in pool._pool:
+        process.kill()
+    for process in pool._pool:
+        process.join(5)
