@@ -13,6 +13,7 @@ import re
 
 from .errors import UserError
 from .names import MODEL_RECORD
+from .outputs import file_sha256
 
 #: A hub id: `name` or `owner/name` of letters, digits, '-', '_', '.', starting with a letter or digit.
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
@@ -149,10 +150,6 @@ def weights_digest(folder):
         stat = os.stat(path)
         key = (path, stat.st_size, stat.st_mtime_ns)
         if key not in _DIGESTS:
-            digest = hashlib.sha256()
-            with open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 24), b""):
-                    digest.update(block)
-            _DIGESTS[key] = digest.hexdigest()
+            _DIGESTS[key] = file_sha256(path)
         combined.update(_DIGESTS[key].encode())
     return "sha256:" + combined.hexdigest()
