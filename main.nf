@@ -3,6 +3,7 @@
  * virnucpro: the VirNucPro viral-sequence identifier as a Nextflow DSL2 pipeline (SPEC section 4).
  *
  *   samples -> TRANSLATE (chunk, six-frame, scatter into shards)
+ *     -> CHECK (virnucpro-check; a test run that asks for a GPU: extraction waits for it to pass)
  *     -> EXTRACT_DNABERT + EXTRACT_ESM per shard (one EXTRACT module, label 'gpu')
  *     -> MERGE per shard -> CLASSIFY per sample (its shards gathered, in order): the two
  *        prediction tables of the original and a per-sequence summary, published to outdir
@@ -19,6 +20,7 @@ include { TRANSLATE                    } from './modules/translate'
 include { MAKE_TEST_MODELS             } from './modules/make_test_models'
 include { RESOLVE_MODEL                } from './modules/resolve_model'
 include { FETCH_MODEL                  } from './modules/fetch_model'
+include { CHECK                        } from './modules/check'
 include { EXTRACT as EXTRACT_DNABERT   } from './modules/extract'
 include { EXTRACT as EXTRACT_ESM       } from './modules/extract'
 include { MERGE                        } from './modules/merge'
@@ -95,19 +97,62 @@ def featuresKey(dnabert, esm) {
 }
 
 // md5 of a local model folder: every file's relative name and bytes, in name order (hidden
-// files such as a hub download's .cache/ left out). Read once per run.
-def folderDigest(folder) {
-    def digest = java.security.MessageDigest.getInstance('MD5')
+// files such as a hub download's .cache/ left out). The bytes are read once: the digest is kept
+// in `cacheDir` under a key of the folder's path and every file's name, size and modification
+// time, so later runs only list the folder (any file changed, added or removed: read again).
+def folderDigest(folder, cacheDir) {
     def files = []
     folder.eachFileRecurse(groovy.io.FileType.FILES) { f -> files << f }
     def named = files.collect { f -> [folder.relativize(f).toString(), f] }
         .findAll { entry -> !entry[0].split('/').any { part -> part.startsWith('.') } }
         .sort { entry -> entry[0] }
+    def listing = named.collect { entry ->
+        "${entry[0]}\t${java.nio.file.Files.size(entry[1])}\t${java.nio.file.Files.getLastModifiedTime(entry[1]).toMillis()}"
+    }.join('\n')
+    def cached = cacheDir.resolve(md5Hex("${folder.toAbsolutePath()}\n${listing}".toString()) + '.md5')
+    if (java.nio.file.Files.isRegularFile(cached)) {
+        return cached.text.trim()
+    }
+    def digest = java.security.MessageDigest.getInstance('MD5')
     named.each { entry ->
         digest.update("${entry[0]}\n".toString().getBytes('UTF-8'))
         entry[1].withInputStream { stream -> stream.eachByte(1 << 20) { buffer, n -> digest.update(buffer, 0, n) } }
     }
-    return digest.digest().encodeHex().toString()
+    def hex = digest.digest().encodeHex().toString()
+    // Written under a temporary name and renamed, so a concurrent run never reads half a digest.
+    java.nio.file.Files.createDirectories(cacheDir)
+    def temporary = java.nio.file.Files.createTempFile(cacheDir, '.digest.', '.tmp')
+    temporary.text = hex
+    java.nio.file.Files.move(temporary, cached, java.nio.file.StandardCopyOption.REPLACE_EXISTING)
+    return hex
+}
+
+def isObjectStorage(String path) {
+    return path ==~ /[a-z][a-z0-9+.-]*:\/\/.*/
+}
+
+// Where folderDigest keeps its digests: the store (local or shared file system), else the launch
+// folder's .nextflow/ (a store in object storage).
+def digestCache() {
+    def store = params.store_dir.toString()
+    return isObjectStorage(store) ? file("${workflow.launchDir}/.nextflow/virnucpro-digests") : file("${store}/digests")
+}
+
+// The store's compile-cache folder for torch.compile (see modules/extract.nf), or [] (no such
+// input) when the store is object storage: tasks there compile in their own scratch space.
+def compileCache() {
+    def store = params.store_dir.toString()
+    if (isObjectStorage(store)) {
+        return []
+    }
+    def folder = file("${store}/compile-cache")
+    folder.mkdirs()
+    return folder
+}
+
+// virnucpro-check runs before extraction in a test run (tiny models) that asks for a GPU.
+def checkFirst() {
+    return flag(params.make_test_models) && params.device.toString().startsWith('cuda')
 }
 
 def isLocalModel(String model) {
@@ -149,6 +194,11 @@ workflow {
     if (!flag(params.make_test_models) && !params.classifier) {
         error "--classifier is required: ${params.chunk_size}_model.pth from the VirNucPro repository (a path or URL); see README, section 'The Nextflow pipeline'"
     }
+    // The published classifiers say their chunk size in their names: a mismatch stops here, not after the embedding.
+    def named = params.classifier ? (file(params.classifier).name =~ /^(\d+)_model\.pth$/) : null
+    if (named && (named[0][1] as Integer) != (params.chunk_size as Integer)) {
+        error "--classifier ${file(params.classifier).name} was trained on ${named[0][1]} bp chunks, but --chunk_size is ${params.chunk_size}: give --chunk_size ${named[0][1]} or the ${params.chunk_size}_model.pth classifier"
+    }
 
     // Sample ids name the results folders and shards: they must be unique.
     def ch_samples = samples().toList().flatMap { items ->
@@ -167,9 +217,9 @@ workflow {
     def classifier
     if (flag(params.make_test_models)) {
         MAKE_TEST_MODELS()
-        ch_dnabert = MAKE_TEST_MODELS.out.dnabert.map { folder -> [[kind: 'dnabert', id: "test-${folderDigest(folder)}".toString()], folder] }.first()
-        ch_esm = MAKE_TEST_MODELS.out.esm.map { folder -> [[kind: 'esm', id: "test-${folderDigest(folder)}".toString()], folder] }.first()
-        classifier = params.classifier ? channel.value(file(params.classifier, checkIfExists: true)) : MAKE_TEST_MODELS.out.classifier.first()
+        ch_dnabert = MAKE_TEST_MODELS.out.dnabert.map { folder -> [[kind: 'dnabert', id: "test-${folderDigest(folder, digestCache())}".toString()], folder] }.first()
+        ch_esm = MAKE_TEST_MODELS.out.esm.map { folder -> [[kind: 'esm', id: "test-${folderDigest(folder, digestCache())}".toString()], folder] }.first()
+        classifier = params.classifier ? channel.value(file(params.classifier, checkIfExists: true)) : ((params.chunk_size as Integer) == 300 ? MAKE_TEST_MODELS.out.classifier_300 : MAKE_TEST_MODELS.out.classifier).first()
         ch_versions = ch_versions.mix(MAKE_TEST_MODELS.out.versions)
     } else {
         // A local folder is used as it is (key: its digest); a hub id is resolved to a commit
@@ -177,7 +227,7 @@ workflow {
         def requests = [[kind: 'dnabert', model: params.dnabert_model, revision: params.dnabert_revision],
                         [kind: 'esm', model: params.esm_model, revision: params.esm_revision]]
         def local = requests.findAll { request -> isLocalModel(request.model) }.collect { request ->
-            [[kind: request.kind, id: "local-${folderDigest(file(request.model))}".toString()], file(request.model)]
+            [[kind: request.kind, id: "local-${folderDigest(file(request.model), digestCache())}".toString()], file(request.model)]
         }
         def hub = requests.findAll { request -> !isLocalModel(request.model) }
         RESOLVE_MODEL(channel.fromList(hub.findAll { request -> !isCommit(request.revision) }))
@@ -198,8 +248,17 @@ workflow {
         shardItems(meta, nucleotides, proteins, checksums)
     }
 
-    EXTRACT_DNABERT(ch_shards.map { meta, nucleotide, protein -> [meta, nucleotide] }, ch_dnabert)
-    EXTRACT_ESM(ch_shards.map { meta, nucleotide, protein -> [meta, protein] }, ch_esm)
+    // A test run on a GPU checks the node first (virnucpro-check); extraction waits for it to pass.
+    def compile_cache = compileCache()
+    if (checkFirst()) {
+        CHECK(ch_dnabert, ch_esm, compile_cache)
+        ch_dnabert = CHECK.out.report.combine(ch_dnabert).map { report, model_meta, folder -> [model_meta, folder] }.first()
+        ch_esm = CHECK.out.report.combine(ch_esm).map { report, model_meta, folder -> [model_meta, folder] }.first()
+        ch_versions = ch_versions.mix(CHECK.out.versions)
+    }
+
+    EXTRACT_DNABERT(ch_shards.map { meta, nucleotide, protein -> [meta, nucleotide] }, ch_dnabert, compile_cache)
+    EXTRACT_ESM(ch_shards.map { meta, nucleotide, protein -> [meta, protein] }, ch_esm, compile_cache)
     def ch_embeddings = EXTRACT_DNABERT.out.embeddings
         .join(EXTRACT_ESM.out.embeddings, failOnMismatch: true, failOnDuplicate: true)
         .map { meta, dnabert, esm -> [meta + [features_key: featuresKey(dnabert, esm)], dnabert, esm] }

@@ -7,6 +7,7 @@ process MAKE_TEST_MODELS {
     path 'dnabert', emit: dnabert
     path 'esm', emit: esm
     path 'classifier.pth', emit: classifier
+    path 'classifier_300.pth', emit: classifier_300
     path 'versions.yml', emit: versions
 
     when:
@@ -26,7 +27,7 @@ process MAKE_TEST_MODELS {
     stub:
     """
     mkdir -p dnabert esm
-    touch classifier.pth
+    touch classifier.pth classifier_300.pth
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":

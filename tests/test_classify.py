@@ -228,7 +228,7 @@ def test_vanilla_merged_features_give_the_original_rows(original_classifier, tmp
 
 def summary_rows(path):
     lines = read(path).splitlines()
-    assert lines[0].split("\t") == ["sequence_id", "length", "chunks", "chunks_scored", "chunks_viral", "viral_fraction", "score", "verdict"]
+    assert lines[0].split("\t") == ["sequence_id", "length", "chunks", "chunks_scored", "chunks_viral", "viral_fraction", "mean_virus_score", "verdict"]
     return {line.split("\t")[0]: line.split("\t")[1:] for line in lines[1:]}, [line.split("\t")[0] for line in lines[1:]]
 
 
@@ -256,20 +256,47 @@ def test_sequence_summary_counts_scores_and_threshold(original_classifier, tmp_p
         viral = sum(b[1] >= b[0] for b in mine.values())
         score = np.mean([float(b[1]) for b in mine.values()])
         assert got[record][:4] == [str(length), str(n_chunks), str(len(mine)), str(viral)]
-        assert float(got[record][5]) == pytest.approx(score, rel=1e-6)
-        assert got[record][6] == ("virus" if np.float32(score) >= 0.5 else "others")
-    # The threshold is the verdict's cut: at the median score both verdicts occur, by the rule.
-    scores = {r: np.float32(v[5]) for r, v in got.items() if v[5] != "NA"}
-    threshold = float(np.median(list(scores.values())))
+        assert float(got[record][4]) == pytest.approx(viral / len(mine), rel=1e-6)
+        assert float(got[record][5]) == pytest.approx(score, rel=1e-6)  # shown, decides nothing
+        # This project's verdict: at least half of the scored chunks called viral by the original's rule.
+        assert got[record][6] == ("virus" if 2 * viral >= len(mine) else "others")
+    # The threshold is the verdict's cut on the fraction of viral chunks, counted in whole chunks
+    # (test_verdict_is_the_fraction_of_viral_chunks shows both verdicts).
+    counts = {r: (int(v[3]), int(v[2])) for r, v in got.items() if v[4] != "NA"}
+    threshold = 0.75
     cut, _ = summary_rows(classify_features(oc["files"], oc["model"], tmp_path / "b", sequences=table, threshold=threshold)["summary"])
-    assert {r: cut[r][-1] for r in scores} == {r: "virus" if s >= threshold else "others" for r, s in scores.items()}
-    assert {cut[r][-1] for r in scores} == {"virus", "others"}
+    assert {r: cut[r][-1] for r in counts} == {r: "virus" if viral >= threshold * scored - 1e-9 else "others"
+                                              for r, (viral, scored) in counts.items()}
     # Features that do not belong to the table are an error.
     (tmp_path / "other.tsv").write_text("sequence_id\tlength\tchunks\nunrelated\t10\t1\n")
     with pytest.raises(UserError, match="does not list"):
         classify_features(oc["files"], oc["model"], tmp_path / "c", sequences=tmp_path / "other.tsv")
     with pytest.raises(UserError, match="threshold"):
         classify_features(oc["files"], oc["model"], tmp_path / "d", threshold=1.5)
+
+
+def test_verdict_is_the_fraction_of_viral_chunks():
+    """The issue's cases: 3 of 8 chunks viral (with high virus scores) was `virus` by the mean score;
+    13 of 17 viral was `others` at --threshold 0.58. The verdict now counts the chunks the original
+    calls viral (best virus score >= best other score), so it can be read off the chunk track."""
+    from virnucpro.classify import summarize
+
+    f32 = np.float32
+    chunk_scores = {}
+    for number in range(1, 9):  # high virus scores, but most chunks' best other score is higher
+        chunk_scores[f"a_chunk_{number}"] = [f32(0.2), f32(0.8)] if number <= 3 else [f32(0.9), f32(0.7)]
+    for number in range(1, 18):  # low mean virus score, most chunks viral
+        chunk_scores[f"b_chunk_{number}"] = [f32(0.45), f32(0.55)] if number <= 13 else [f32(0.95), f32(0.05)]
+    for number in range(1, 5):  # exactly half: at the default threshold it is virus (>=)
+        chunk_scores[f"c_chunk_{number}"] = [f32(0.4), f32(0.6)] if number <= 2 else [f32(0.6), f32(0.4)]
+    sequences = [("a", 4000, 8), ("b", 8500, 17), ("c", 2000, 4), ("d", 100, 1)]
+    rows = {row[0]: list(row[1:]) for row in summarize(chunk_scores, sequences, 0.5)}
+    assert rows["a"] == ["4000", "8", "8", "3", "0.375", str(f32(np.mean([0.8] * 3 + [0.7] * 5))), "others"]
+    assert float(rows["a"][5]) > 0.5  # the mean virus score would have called it virus
+    assert rows["b"][3:5] == ["13", str(f32(13 / 17))] and rows["b"][-1] == "virus" and float(rows["b"][5]) < 0.5
+    assert rows["c"][-1] == "virus" and rows["d"][-1] == "unscored"
+    at_058 = {row[0]: row[-1] for row in summarize(chunk_scores, sequences, 0.58)}
+    assert at_058 == {"a": "others", "b": "virus", "c": "others", "d": "unscored"}
 
 
 def test_wrong_width_and_resume(original_classifier, tmp_path):

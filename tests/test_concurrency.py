@@ -32,7 +32,8 @@ def stop_while_holding(process, lock, also=lambda: True):
         assert process.poll() is None, f"finished before it was caught holding the lock: {process.stderr.read()}"
         try:
             with open(lock) as handle:
-                holder = json.load(handle)
+                signature, _, holder = handle.read().partition("\n")
+            holder = json.loads(holder) if signature == "virnucpro-lock v1" else {}
         except (OSError, ValueError):
             holder = {}
         if holder.get("pid") == process.pid and also():
@@ -40,6 +41,12 @@ def stop_while_holding(process, lock, also=lambda: True):
             return
         time.sleep(0.002)
     raise AssertionError(f"{lock} never named pid {process.pid}")
+
+
+def lock_of(output):
+    """The hidden, tool-named lock beside an output file."""
+    folder, name = os.path.split(str(output))
+    return os.path.join(folder, f".{name}.virnucpro-lock")
 
 
 def refused_line(result, holder):
@@ -67,8 +74,8 @@ def test_merge_second_run_is_refused_and_a_killed_holder_is_taken_over(big_pair,
     (tmp_path / ".notes.tmp").write_text("mine")
     (tmp_path / ".other.features.h5.abcd1234.tmp").write_text("another output's temporary")
     first = start("virnucpro-merge", "--nucleotide", nucleotide, "--protein", protein, "--output", output)
-    own_temps = lambda: [n for n in files_in(tmp_path) if n.startswith(".out.features.h5.")]  # noqa: E731
-    stop_while_holding(first, f"{output}.lock", also=lambda: bool(own_temps()))
+    own_temps = lambda: [n for n in files_in(tmp_path) if n.startswith(".out.features.h5.") and n.endswith(".tmp")]  # noqa: E731
+    stop_while_holding(first, lock_of(output), also=lambda: bool(own_temps()))
     try:
         second = run_tool("virnucpro-merge", "--nucleotide", nucleotide, "--protein", protein, "--output", output,
                           check=False)
@@ -81,7 +88,7 @@ def test_merge_second_run_is_refused_and_a_killed_holder_is_taken_over(big_pair,
     run_tool("virnucpro-merge", "--nucleotide", nucleotide, "--protein", protein, "--output", output)
     assert own_temps() == [] and read(tmp_path / ".notes.tmp") == "mine"
     assert (tmp_path / ".other.features.h5.abcd1234.tmp").exists()
-    assert not os.path.exists(f"{output}.lock")
+    assert not os.path.exists(lock_of(output))
     with h5py.File(output, "r") as handle:
         assert handle["features"].shape == (300_000, 96)
 
@@ -90,7 +97,7 @@ def test_merge_holder_that_finishes_publishes_a_complete_file(big_pair, tmp_path
     nucleotide, protein = big_pair
     output = tmp_path / "out.features.h5"
     first = start("virnucpro-merge", "--nucleotide", nucleotide, "--protein", protein, "--output", output)
-    stop_while_holding(first, f"{output}.lock")
+    stop_while_holding(first, lock_of(output))
     second = run_tool("virnucpro-merge", "--nucleotide", nucleotide, "--protein", protein, "--output", output, check=False)
     refused_line(second, first)
     first.send_signal(signal.SIGCONT)
@@ -114,7 +121,7 @@ def test_translate_rerun_after_a_kill_removes_only_its_own_temporaries(tmp_path)
         (outdir / name).write_text("not the tool's")
     own = lambda: [n for n in files_in(outdir) if n.startswith((".big.shard.", ".big.sequences.tsv."))]  # noqa: E731
     first = start("virnucpro-translate", "--input", fasta, "--outdir", outdir, "--workers", 1, "--shard_size", 1000)
-    stop_while_holding(first, outdir / "big.lock", also=lambda: len(own()) >= 3)
+    stop_while_holding(first, outdir / ".big.translate.json.virnucpro-lock", also=lambda: len(own()) >= 3)
     try:
         second = run_tool("virnucpro-translate", "--input", fasta, "--outdir", outdir, check=False)
         refused_line(second, first)
@@ -126,7 +133,7 @@ def test_translate_rerun_after_a_kill_removes_only_its_own_temporaries(tmp_path)
     assert own() == []
     for name in keep:
         assert read(outdir / name) == "not the tool's"
-    assert "big.00001.protein.fa" in files_in(outdir) and "big.lock" not in files_in(outdir)
+    assert "big.00001.protein.fa" in files_in(outdir) and ".big.translate.json.virnucpro-lock" not in files_in(outdir)
 
 
 @pytest.mark.slow
@@ -136,7 +143,7 @@ def test_predict_requeued_while_the_old_copy_still_runs(test_models, small_fasta
     outdir = tmp_path / "run"
     args = predict_args(test_models, small_fasta, outdir)
     first = start("virnucpro-predict", *args)
-    stop_while_holding(first, f"{outdir}.lock", also=lambda: os.path.exists(outdir / "1_translate"))
+    stop_while_holding(first, outdir / ".virnucpro.lock", also=lambda: os.path.exists(outdir / "1_translate"))
     second = run_tool("virnucpro-predict", *args, check=False)
     line = refused_line(second, first)
     assert "prediction folder" in line and "virnucpro-predict" in line

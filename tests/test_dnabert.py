@@ -176,3 +176,48 @@ def test_missing_files_are_clear_errors(tmp_path):
     os.remove(folder / "tokenizer.json")
     with pytest.raises(UserError, match="no tokenizer.json"):
         DnabertTokenizer(str(folder))
+
+
+def test_eager_attention_builds_no_per_batch_bias(reference, monkeypatch):
+    """Eager, each run of equal-length rows attends unpadded with one shared ALiBi view [1, heads, n, n]:
+    no [batch, heads, length, length] tensor, and still upstream's embeddings."""
+    from virnucpro import dnabert
+
+    _, model, tokenizer, expected = reference
+    masks = []
+    real = dnabert.F.scaled_dot_product_attention
+
+    def recording(q, k, v, attn_mask=None, **kwargs):
+        masks.append(tuple(attn_mask.shape))
+        return real(q, k, v, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(dnabert.F, "scaled_dot_product_attention", recording)
+    tokens = tokenizer.encode([seq for _, seq in records("sequences.fa")])
+    assert_close(embed_batch(model, tokens, tokenizer.pad_id, "cpu"), expected["embeddings"])
+    assert masks and all(shape[0] == 1 for shape in masks)
+
+
+def test_the_compiled_path_flex_attention_matches_upstream(reference, monkeypatch):
+    """What a compiled graph runs (FlexAttention, ALiBi and padding as a score modifier), here eager
+    on the CPU: upstream's embeddings, batched as unbatched."""
+    import warnings
+
+    _, model, tokenizer, expected = reference
+    # On this model only: patching torch.compiler.is_compiling itself would leak into modules that
+    # torch imports meanwhile and break later compiles in the same process.
+    monkeypatch.setattr(model, "_attention", lambda lengths, dtype: model._flex(lengths))
+    tokens = tokenizer.encode([seq for _, seq in records("sequences.fa")])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # FlexAttention warns when it runs uncompiled
+        together = embed_batch(model, tokens, tokenizer.pad_id, "cpu")
+    assert_close(together, expected["embeddings"])
+
+
+def test_loading_in_bf16_casts_each_weight_as_read(reference):
+    folder, model, _, _ = reference
+    half = load_dnabert(folder, dtype=torch.bfloat16)
+    assert not any(t.is_meta for t in [*half.parameters(), *half.buffers()])
+    full, cast = model.state_dict(), half.state_dict()
+    assert full.keys() == cast.keys()
+    assert all(cast[key].dtype == torch.bfloat16 and torch.equal(cast[key], full[key].to(torch.bfloat16)) for key in full)
+    assert half.alibi_slopes.dtype == torch.float32  # slopes stay exact

@@ -108,10 +108,55 @@ def test_missing_weights_are_an_error(tmp_path, test_models):
     dropped = next(key for key in state if "attention.self.query.weight" in key)
     del state[dropped]
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    with pytest.raises(UserError, match="lacks ESM weights: .*query.weight"):
+    with pytest.raises(UserError, match=r"checkpoint does not match ESM-2 \(missing weights: .*query\.weight"):
         load_esm(str(folder))
     with pytest.raises(UserError, match="no vocab.txt"):
         EsmTokens(str(tmp_path))
     assert not os.path.exists(tmp_path / "config.json")
     with pytest.raises(UserError, match="no config.json"):
         load_esm(str(tmp_path))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_loading_straight_in_the_compute_dtype_equals_transformers(test_models, dtype):
+    """The meta-device loader (one tensor at a time, cast as read) gives transformers' own model:
+    the same weights and buffers, the same hidden states, bit for bit."""
+    from transformers import EsmModel
+
+    ours = load_esm(test_models["esm"], dtype=dtype)
+    theirs = EsmModel.from_pretrained(test_models["esm"], add_pooling_layer=False, dtype=dtype).eval()
+    assert not any(t.is_meta for t in [*ours.parameters(), *ours.buffers()])
+    mine, reference = ours.state_dict(), theirs.state_dict()
+    assert mine.keys() == reference.keys()
+    assert all(mine[key].dtype == reference[key].dtype and torch.equal(mine[key], reference[key]) for key in mine)
+    ids = torch.tensor([[0, 5, 6, 7, 8, 2, 1, 1], [0, 9, 10, 11, 12, 13, 14, 2]])
+    mask = (ids != 1).long()
+    with torch.inference_mode():
+        assert torch.equal(ours(input_ids=ids, attention_mask=mask).last_hidden_state,
+                           theirs(input_ids=ids, attention_mask=mask).last_hidden_state)
+
+
+def test_safetensors_are_read_without_mapping_the_file(test_models, monkeypatch):
+    """A memory-mapped 11 GB checkpoint counts in resident memory until unmapped: plain reads only."""
+    import mmap
+
+    from virnucpro.weights import read_tensors
+
+    def no_mmap(*args, **kwargs):
+        raise AssertionError("the checkpoint was memory-mapped")
+
+    monkeypatch.setattr(mmap, "mmap", no_mmap)
+    import safetensors
+
+    monkeypatch.setattr(safetensors, "safe_open", no_mmap)
+    tensors = dict(read_tensors([os.path.join(test_models["esm"], "model.safetensors")], dtype=torch.bfloat16))
+    assert tensors and all(t.dtype == torch.bfloat16 for t in tensors.values() if t.is_floating_point())
+
+
+def test_a_truncated_safetensors_file_is_one_clear_error(tmp_path, test_models):
+    folder = tmp_path / "esm"
+    shutil.copytree(test_models["esm"], folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(UserError, match="not a readable safetensors file .*cut short"):
+        load_esm(str(folder))

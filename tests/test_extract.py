@@ -20,6 +20,9 @@ REFERENCE = os.path.join(DATA, "dnabert_reference")
 DNA = os.path.join(REFERENCE, "sequences.fa")
 DIMS = {"dnabert": 768, "esm": 2560}
 REQUIRED_ATTRS = {"model", "model_revision", "kind", "pooling", "precision", "virnucpro_version"}
+#: Largest difference allowed between fp32 CPU runs that batch, shard or thread differently (README
+#: "Reproducibility": measured differences are below 1e-6 on the test models).
+FP32_ATOL = 1e-5
 
 
 def cosines(a, b):
@@ -240,7 +243,7 @@ KILLED_PARENT = textwrap.dedent("""
         devices = multiprocessing.get_context("spawn").Queue()
         for _ in range(2):
             devices.put("cpu")
-        tasks = ((np.array([[1, 5, 6, 2]]), np.ones((1, 4), dtype=np.int64)) for _ in range(4))
+        tasks = ((np.array([[1, 5, 6, 2]]), np.ones((1, 4), dtype=np.int64), None) for _ in range(4))
         results = ordered_map(_embed_in_worker, tasks, 2, initializer=_init_pool_worker,
                               initargs=("dnabert", sys.argv[1], devices, "fp32", False, 1))
         next(results)
@@ -317,6 +320,39 @@ def test_gpu_matches_cpu(tmp_path, test_models, proteins, kind, precision, min_c
     assert cosines(read_embeddings(cpu)[1], read_embeddings(gpu)[1]).min() >= min_cosine
 
 
+@pytest.mark.gpu
+def test_gpu_results_come_back_through_blocking_events(tmp_path, test_models, dna, monkeypatch):
+    """The writer sleeps on each copy back (a blocking CUDA event) instead of spinning a host core."""
+    import torch
+
+    made = []
+    real = torch.cuda.Event
+
+    def event(*args, **kwargs):
+        made.append(kwargs.get("blocking", False))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.cuda, "Event", event)
+    extract_embeddings("dnabert", dna, tmp_path / "g.h5", model=test_models["dnabert"], device="cuda:0",
+                       batch_tokens=600)
+    assert made and all(made)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["dnabert", "esm"])
+def test_models_load_straight_onto_the_gpu_in_the_compute_dtype(test_models, kind):
+    import torch
+
+    model, _ = _tiny(kind, test_models[kind])
+    from virnucpro.extract import load_model
+
+    on_gpu = load_model(kind, test_models[kind], "cuda:0", "bf16")
+    tensors = list(on_gpu.parameters())
+    assert all(t.device.type == "cuda" and t.dtype == torch.bfloat16 for t in tensors)
+    for (name, ours), (_, reference) in zip(on_gpu.state_dict().items(), model.state_dict().items()):
+        assert torch.equal(ours.cpu(), reference.to(ours.dtype)), name
+
+
 def test_batches_respect_the_token_budget():
     rng = np.random.default_rng(5)
     lengths = rng.integers(5, 300, size=500)
@@ -344,7 +380,7 @@ def test_cli_runs_and_reports_bad_input_in_one_line(tmp_path, test_models, dna):
                  ["dnabert", "--input", dna, "--output", tmp_path / "bad.h5", "--precision", "fp8"],
                  ["dnabert", "--input", dna, "--output", tmp_path / "bad.h5", "--batch_tokens", "0"]):
         result = run_tool("virnucpro-extract", *args, check=False)
-        assert result.returncode == 1
+        assert result.returncode == (2 if args[0] == "rna" else 1)  # 2: a command-line error, found before any work
         assert result.stderr.strip().splitlines()[-1].startswith("virnucpro-extract: error: "), result.stderr
     assert not (tmp_path / "bad.h5").exists()
 
@@ -498,10 +534,15 @@ def test_non_finite_embeddings_stop_the_tool_naming_the_sequences(tmp_path, test
     assert not output.exists()
 
 
-def test_compiled_esm_equals_eager(tmp_path, test_models, proteins):
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["dnabert", "esm"])
+def test_compiled_equals_eager(tmp_path, test_models, proteins, kind, monkeypatch):
+    """Real Inductor on the CPU (DNABERT-S compiled runs FlexAttention, eager the unpadded SDPA path)."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     eager, compiled = tmp_path / "eager.h5", tmp_path / "compiled.h5"
-    extract_embeddings("esm", proteins, eager, model=test_models["esm"], device="cpu", compile="off")
-    extract_embeddings("esm", proteins, compiled, model=test_models["esm"], device="cpu", compile="on")
+    source = inputs(kind, proteins)
+    extract_embeddings(kind, source, eager, model=test_models[kind], device="cpu", compile="off", batch_tokens=600)
+    extract_embeddings(kind, source, compiled, model=test_models[kind], device="cpu", compile="on", batch_tokens=600)
     assert cosines(read_embeddings(eager)[1], read_embeddings(compiled)[1]).min() >= 0.99999
 
 
@@ -528,7 +569,8 @@ def test_one_embedder_embeds_several_files_with_one_model_load(tmp_path, test_mo
     assert len(loads) == 1
     single = tmp_path / "single.h5"
     extract_embeddings("dnabert", DNA, single, model=test_models["dnabert"], device="cpu")
-    np.testing.assert_array_equal(read_embeddings(second)[1], read_embeddings(single)[1])
+    # other thread counts (1 here, all CPUs there) round differently: equal within fp32 noise, not bitwise
+    np.testing.assert_allclose(read_embeddings(second)[1], read_embeddings(single)[1], rtol=0, atol=FP32_ATOL)
     assert len(read_embeddings(first)[0]) == 12
 
 
@@ -639,3 +681,221 @@ def test_a_batch_size_that_ran_out_of_memory_is_split_up_front_afterwards():
         expected = ids.float().sum(1, keepdim=True) * 16
         assert torch.equal(splitter(ids, mask), expected)
     assert raised == [8, 4]  # only the first batch ever ran out of memory
+
+
+# ---------------------------------------------------------------- compile that steps aside, one graph
+
+
+def _tiny(kind, folder):
+    from virnucpro import dnabert, esm
+
+    return (dnabert.load_dnabert(folder), dnabert.pooled) if kind == "dnabert" else (esm.load_esm(folder), esm.pooled)
+
+
+def _shapes_batches(pad_id, rng=np.random.default_rng(3)):
+    """Padded batches of several batch sizes (one included) and lengths, some rows padded."""
+    from virnucpro.pooling import pad_batch
+
+    for size, longest in [(3, 24), (1, 40), (5, 8), (2, 64), (1, 16), (4, 48)]:
+        tokens = [rng.integers(4, 20, size=max(3, longest - 5 * row)) for row in range(size)]
+        yield pad_batch(tokens, pad_id, multiple=8)
+
+
+@pytest.mark.parametrize("kind", ["dnabert", "esm"])
+def test_one_compiled_graph_serves_every_batch_size_and_length(test_models, kind):
+    """Dynamic shapes from the first call: no recompile for other lengths or batch sizes, one included."""
+    import torch
+
+    from virnucpro.pooling import CompiledOrEager
+
+    model, pooled = _tiny(kind, test_models[kind])
+    graphs = []
+
+    def counting_backend(graph, example_inputs):
+        graphs.append(graph)
+        return graph.forward
+
+    compiled = CompiledOrEager(model, backend=counting_backend)
+    torch._dynamo.reset()
+    with torch.inference_mode():
+        for ids, mask in _shapes_batches(1 if kind == "esm" else 3):
+            got, expected = pooled(compiled, ids, mask), pooled(model, ids, mask)
+            assert cosines(got.numpy(), expected.numpy()).min() >= 0.99999
+    assert compiled.compiled is not None and len(graphs) == 1
+
+
+def test_a_compiler_that_fails_at_the_first_call_steps_aside_with_one_warning(test_models, caplog):
+    """Inductor compiles at the first call: a failure there (no C compiler, a Triton error) means
+    eager from then on, with identical results and one warning line for the whole run."""
+    import torch
+
+    from virnucpro.pooling import CompiledOrEager
+
+    model, pooled = _tiny("esm", test_models["esm"])
+
+    def broken_backend(graph, example_inputs):
+        raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nsecond line of the story")
+
+    compiled = CompiledOrEager(model, backend=broken_backend)
+    torch._dynamo.reset()
+    with caplog.at_level("WARNING"), torch.inference_mode():
+        for ids, mask in _shapes_batches(1):
+            assert torch.equal(pooled(compiled, ids, mask), pooled(model, ids, mask))
+    warnings = [r.getMessage() for r in caplog.records if "torch.compile failed" in r.getMessage()]
+    assert len(warnings) == 1 and "\n" not in warnings[0] and "No working C++ compiler" in warnings[0]
+    assert compiled.compiled is None
+
+
+def test_a_compile_that_fails_when_set_up_steps_aside(test_models, dna, tmp_path, monkeypatch, caplog):
+    import torch
+
+    def no_compile(*args, **kwargs):
+        raise RuntimeError("torch.compile is not supported on this Python")
+
+    eager = tmp_path / "eager.h5"
+    extract_embeddings("dnabert", dna, eager, model=test_models["dnabert"], device="cpu", compile="off")
+    monkeypatch.setattr(torch, "compile", no_compile)
+    with caplog.at_level("WARNING"):
+        output = extract_embeddings("dnabert", dna, tmp_path / "c.h5", model=test_models["dnabert"], device="cpu",
+                                    compile="on")
+    assert caplog.text.count("torch.compile failed") == 1
+    np.testing.assert_array_equal(read_embeddings(output)[1], read_embeddings(eager)[1])
+
+
+@pytest.mark.slow
+def test_no_c_compiler_is_one_warning_line_and_the_eager_result(tmp_path, test_models, proteins):
+    """The CUDA image's old failure, on a CPU: Inductor finds no C++ compiler at the first batch."""
+    common = ["esm", "--input", proteins, "--model", test_models["esm"], "--device", "cpu", "--threads", 1]
+    run_tool("virnucpro-extract", *common, "--output", tmp_path / "eager.h5", "--compile", "off")
+    no_compiler = dict(CXX=str(tmp_path / "no-such-c++"), CC=str(tmp_path / "no-such-cc"),
+                       TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"))  # a fresh cache: nothing compiled before
+    result = run_tool("virnucpro-extract", *common, "--output", tmp_path / "c.h5", "--compile", "on", env=no_compiler)
+    lines = [line for line in result.stderr.splitlines() if "compile" in line.lower() and "INFO" not in line]
+    assert len(lines) == 1 and "torch.compile failed" in lines[0] and "running eager" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    np.testing.assert_array_equal(read_embeddings(tmp_path / "c.h5")[1], read_embeddings(tmp_path / "eager.h5")[1])
+
+
+def test_a_cache_folder_the_user_set_is_kept(monkeypatch, tmp_path):
+    from virnucpro.pooling import writable_compile_caches
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "mine-too"))
+    monkeypatch.setenv("HOME", "/")
+    writable_compile_caches()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
+    assert os.environ["TRITON_CACHE_DIR"] == str(tmp_path / "mine-too")
+
+
+def _unset(monkeypatch, *names):
+    for name in names:  # set first, so that the test's end restores "unset"
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+
+
+def test_unwritable_default_caches_move_to_the_temporary_folder(monkeypatch):
+    """A container run as -u uid:gid has HOME=/ (Triton's ~/.triton is not writable there); a
+    read-only temporary folder does the same to Inductor's default cache."""
+    import tempfile
+
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    from virnucpro import pooling
+
+    _unset(monkeypatch, "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "TRITON_HOME")
+    monkeypatch.setenv("HOME", "/")
+    unwritable = ("/.triton", default_cache_dir())
+    monkeypatch.setattr(pooling, "_can_write", lambda folder: not folder.startswith(unwritable))
+    pooling.writable_compile_caches()
+    for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
+        assert os.environ[name].startswith(os.path.join(tempfile.gettempdir(), "virnucpro-compile-cache-")), name
+    assert pooling._can_write(os.environ["TRITON_CACHE_DIR"])
+
+
+def test_writable_default_caches_are_left_alone(monkeypatch):
+    from virnucpro import pooling
+
+    _unset(monkeypatch, "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "TRITON_HOME")
+    monkeypatch.setattr(pooling, "_can_write", lambda folder: True)
+    pooling.writable_compile_caches()
+    assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ and "TRITON_CACHE_DIR" not in os.environ
+
+
+# ---------------------------------------------------------------- reproducibility
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_resumed_run_splits_batches_as_the_stopped_run_did(tmp_path, test_models, dna, monkeypatch):
+    """The out-of-memory split size is saved with each block of the partial file: a resumed run
+    goes on splitting as the first run did from there (it does not run out of memory again first)."""
+    import torch
+
+    attempts = []
+
+    def oom_above_two(ids):
+        attempts.append(tuple(ids.shape))
+        if len(ids) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+    _failing_pooled(monkeypatch, oom_above_two)
+    settings = dict(model=test_models["dnabert"], device="cpu", batch_tokens=2000, block_size=4)
+    whole = tmp_path / "whole.h5"
+    extract_embeddings("dnabert", dna, whole, **settings)
+    uninterrupted = list(attempts)
+
+    write_block = PartialEmbeddings.write_block
+
+    def write_one_then_stop(self, start, embeddings):
+        write_block(self, start, embeddings)
+        raise _Stop
+
+    output = tmp_path / "resumed.h5"
+    monkeypatch.setattr(PartialEmbeddings, "write_block", write_one_then_stop)
+    with pytest.raises(_Stop):
+        extract_embeddings("dnabert", dna, output, **settings)
+    with h5py.File(partial_path(output), "r") as handle:
+        assert handle.attrs["blocks_done"] == 1 and handle.attrs["oom_split_tokens"] > 0
+    monkeypatch.setattr(PartialEmbeddings, "write_block", write_block)
+    attempts.clear()
+    extract_embeddings("dnabert", dna, output, **settings)
+    assert 0 < len(attempts) < len(uninterrupted) and attempts == uninterrupted[-len(attempts):]
+    np.testing.assert_array_equal(read_embeddings(output)[1], read_embeddings(whole)[1])
+
+
+HOG = "import time\nend = time.monotonic() + 600\nwhile time.monotonic() < end:\n    pass\n"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["dnabert", "esm"])
+def test_the_same_command_gives_the_same_bits_beside_a_cpu_hog(tmp_path, test_models, proteins, kind):
+    """CPU, fp32, the same command: bit-identical HDF5 contents whatever else the machine runs."""
+    command = [kind, "--input", inputs(kind, proteins), "--model", test_models[kind], "--device", "cpu",
+               "--batch_tokens", 600, "--block_size", 16]
+    run_tool("virnucpro-extract", *command, "--output", tmp_path / "quiet.h5")
+    hogs = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(2)]  # bounded: each stops after 10 minutes
+    try:
+        run_tool("virnucpro-extract", *command, "--output", tmp_path / "busy.h5")
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    with h5py.File(tmp_path / "quiet.h5", "r") as quiet, h5py.File(tmp_path / "busy.h5", "r") as busy:
+        assert list(quiet["ids"][:]) == list(busy["ids"][:])
+        assert quiet["embeddings"][:].tobytes() == busy["embeddings"][:].tobytes()
+
+
+@pytest.mark.parametrize("kind", ["dnabert", "esm"])
+def test_other_batching_is_equal_within_the_stated_tolerance(tmp_path, test_models, proteins, kind):
+    """Other --batch_tokens / --block_size change which sequences share a batch, hence the rounding:
+    equal within FP32_ATOL (and cosine >= 0.99999), not bit for bit."""
+    source = inputs(kind, proteins)
+    small = extract_embeddings(kind, source, tmp_path / "small.h5", model=test_models[kind], device="cpu",
+                               batch_tokens=200, block_size=5)
+    large = extract_embeddings(kind, source, tmp_path / "large.h5", model=test_models[kind], device="cpu",
+                               batch_tokens=8192)
+    a, b = read_embeddings(small)[1], read_embeddings(large)[1]
+    np.testing.assert_allclose(a, b, rtol=0, atol=FP32_ATOL)
+    assert cosines(a, b).min() >= 0.99999

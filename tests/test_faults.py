@@ -220,7 +220,7 @@ def test_sigterm_stops_predict_cleanly(tmp_path, test_models):
     assert "Traceback" not in stderr, stderr
     assert "virnucpro-predict: terminated" in stderr
     left = [os.path.join(root, name) for root, _, names in os.walk(outdir) for name in names
-            if name.endswith((".tmp", ".lock"))]
+            if name.endswith((".tmp", ".lock", ".virnucpro-lock"))]
     assert not left, left
     assert "prediction_results.tsv" not in files_in(outdir)
 

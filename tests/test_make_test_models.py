@@ -67,7 +67,7 @@ def test_cli_writes_all_three_and_the_same_every_time(tmp_path, test_models):
 
     outdir = tmp_path / "models"
     run_tool("virnucpro-make-test-models", "--outdir", outdir)
-    assert sorted(os.listdir(outdir)) == ["classifier.pth", "dnabert", "esm"]
+    assert sorted(os.listdir(outdir)) == ["classifier.pth", "classifier_300.pth", "dnabert", "esm"]
     first, again = read_state_dict(test_models["dnabert"]), read_state_dict(str(outdir / "dnabert"))
     assert first.keys() == again.keys() and all(torch.equal(first[key], again[key]) for key in first)
     for name in ("tokenizer.json", "config.json"):
@@ -76,10 +76,11 @@ def test_cli_writes_all_three_and_the_same_every_time(tmp_path, test_models):
     first = load_file(os.path.join(test_models["esm"], "model.safetensors"))
     again = load_file(str(outdir / "esm" / "model.safetensors"))
     assert first.keys() == again.keys() and all(np.array_equal(first[key], again[key]) for key in first)
-    with zipfile.ZipFile(outdir / "classifier.pth") as mine, zipfile.ZipFile(test_models["classifier"]) as theirs:
-        assert sorted(mine.namelist()) == sorted(theirs.namelist())
-        for name in mine.namelist():
-            assert mine.read(name) == theirs.read(name), name
+    for classifier in ("classifier", "classifier_300"):
+        with zipfile.ZipFile(outdir / f"{classifier}.pth") as mine, zipfile.ZipFile(test_models[classifier]) as theirs:
+            assert sorted(mine.namelist()) == sorted(theirs.namelist())
+            for name in mine.namelist():
+                assert mine.read(name) == theirs.read(name), name
 
 
 def test_a_failed_build_leaves_no_partial_model_and_a_rebuild_drops_old_files(tmp_path, monkeypatch):
@@ -101,6 +102,21 @@ def test_a_failed_build_leaves_no_partial_model_and_a_rebuild_drops_old_files(tm
     monkeypatch.setattr(module, "make_classifier", killed)
     with pytest.raises(RuntimeError, match="killed"):
         module.make_test_models(str(outdir))
-    assert sorted(os.listdir(outdir)) == ["dnabert", "esm"]  # no classifier.pth, no temporaries
+    assert sorted(os.listdir(outdir)) == ["dnabert", "esm"]  # no classifier files, no temporaries
     assert "model.safetensors" not in os.listdir(outdir / "dnabert")
     assert len(read_state_dict(str(outdir / "dnabert"))) > 0
+
+
+def test_each_test_classifier_records_its_chunk_size_and_that_it_is_a_test_model(test_models):
+    """What predict, classify and the report read: the chunk size it was made for and the test flag;
+    the model folders say they are test models in their virnucpro_model.json."""
+    from virnucpro.classifier import load_classifier, trained_chunk_size
+    from virnucpro.names import MODEL_RECORD
+
+    for name, size in (("classifier", 500), ("classifier_300", 300)):
+        model = load_classifier(test_models[name])
+        assert model.virnucpro == {"chunk_size": size, "test_model": True}
+        assert trained_chunk_size(test_models[name], model) == (size, "its recorded metadata")
+    for kind in ("dnabert", "esm"):
+        with open(os.path.join(test_models[kind], MODEL_RECORD)) as handle:
+            assert json.load(handle)["test_model"] is True

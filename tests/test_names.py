@@ -42,7 +42,7 @@ def test_shard_key_pairs_the_names_the_tools_and_the_pipeline_write():
 
 def test_predict_outputs_lists_only_predict_names(tmp_path):
     made = ["run.json", "report.html", "1_translate/x.nucleotide.fa", "1_translate/x.translate.json",
-            "2_dnabert/x.000012.dnabert.h5", "3_esm/x.esm.h5.partial", "4_merge/x.00001.features.h5"]
+            "2_dnabert/x.000012.dnabert.h5", "3_esm/.x.esm.h5.virnucpro-partial", "4_merge/x.00001.features.h5"]
     others = ["notes.txt", "1_translate/y.nucleotide.fa", "2_dnabert/x.esm.h5", "4_merge/x.features.h5.bak", "run.json.bak"]
     for name in made + others:
         os.makedirs(os.path.dirname(tmp_path / name), exist_ok=True)

@@ -63,9 +63,13 @@ def bindings(called, **values):
 
 
 def stage(process, workdir, inputs):
-    """Link each path input into workdir under the name Nextflow gives it; returns the bindings."""
+    """Link each path input into workdir under the name Nextflow gives it; returns the bindings.
+    An input not given is what main.nf passes as nf-core's `[]` for an optional one: nothing staged."""
     bound = {}
     for name, stage_as in process.path_inputs():
+        if name not in inputs:
+            bound[name] = PathList()
+            continue
         sources = inputs[name]
         if stage_as is None:
             assert not isinstance(sources, list), f"{name}: one file expected"
@@ -195,8 +199,12 @@ def embedded(processes, shards, test_models, tmp_path_factory):
     merged = []
     for shard, nucleotide, protein in shards:
         meta = {"meta.id": "tiny", "meta.shard": shard}
+        # The store's compile-cache folder is staged for one extraction, and not for the other
+        # (main.nf passes [] for a store in object storage).
+        cache = root / "compile-cache"
+        cache.mkdir(exist_ok=True)
         dnabert = h5_output(run_task("EXTRACT_DNABERT", str(root / f"dnabert-{shard}"),
-                                     {"fasta": nucleotide, "model": test_models["dnabert"]}, **meta))
+                                     {"fasta": nucleotide, "model": test_models["dnabert"], "compile_cache": cache}, **meta))
         esm = h5_output(run_task("EXTRACT_ESM", str(root / f"esm-{shard}"),
                                  {"fasta": protein, "model": test_models["esm"]}, **meta))
         assert (os.path.basename(dnabert), os.path.basename(esm)) == (f"{shard}.dnabert.h5", f"{shard}.esm.h5")
@@ -245,9 +253,27 @@ def test_classify_task_passes_the_threshold_when_given(processes, embedded, tran
                       **{"meta.id": "tiny", "params.threshold": 1.0})
     lenient = run_task("CLASSIFY", str(tmp_path / "lenient"), common,
                        **{"meta.id": "tiny", "params.threshold": 0.0})
-    def verdicts(result):
-        return [line.split("\t")[-1] for line in open(result["sequence_summary.tsv"][0]).read().splitlines()[1:]]
-    assert "virus" not in verdicts(strict) and "others" not in verdicts(lenient)
+    def rows(result):
+        return [line.split("\t") for line in open(result["sequence_summary.tsv"][0]).read().splitlines()[1:]]
+    # The verdict is virus when at least --threshold of the scored chunks are viral: at 1.0 all of them.
+    assert [row[-1] for row in rows(strict)] == ["virus" if row[4] == row[3] else "others" for row in rows(strict)]
+    assert "others" not in [row[-1] for row in rows(lenient)]
+
+
+def test_check_task_passes_here_and_fails_with_its_report_where_the_gpu_is_missing(processes, test_models, tmp_path):
+    """CHECK as main.nf runs it in a test run: virnucpro-check on both models; its report is the
+    output, and when the node cannot run the pipeline the task fails with the report in its log."""
+    import torch
+
+    inputs = {"dnabert_model": test_models["dnabert"], "esm_model": test_models["esm"], "compile_cache": tmp_path / "cache"}
+    (tmp_path / "cache").mkdir()
+    outputs = run_task("CHECK", str(tmp_path / "check"), inputs, **{"meta.id": "x", "dnabert_meta.id": "test-x"})
+    report = open(outputs["check.txt"][0]).read().splitlines()
+    assert report[-1].startswith("verdict: OK") and any(line.startswith("esm:") and "cosine" in line for line in report)
+    check_versions(os.path.join(str(tmp_path / "check"), "versions.yml"), {"virnucpro": virnucpro.__version__})
+    if not torch.cuda.is_available():
+        with pytest.raises(AssertionError, match=r"(?s)CHECK failed \(1\).*device: +FAIL: --device cuda: no CUDA GPU.*verdict: FAIL"):
+            run_task("CHECK", str(tmp_path / "on_gpu"), inputs, **{"params.device": "cuda", "params.precision": "bf16"})
 
 
 def test_make_test_models_task_writes_the_models(processes, test_models, tmp_path):
@@ -299,7 +325,8 @@ def test_fetch_model_task_snapshots_a_hub_model(processes, test_models, tmp_path
                        **{"model_meta.model": f"test-org/{kind}", "model_meta.commit": resolved["commit"],
                           "model_meta.id": f"test-org--{kind}@{COMMIT}"})
     (model,) = outputs["model"]
-    wanted = [n for n in os.listdir(source) if n.endswith((".json", ".txt")) or n == weights]
+    # The test models carry a record of their own; the fetch writes its own record over it.
+    wanted = [n for n in os.listdir(source) if (n.endswith((".json", ".txt")) or n == weights) and n != "virnucpro_model.json"]
     assert sorted(os.listdir(model)) == sorted(wanted + ["virnucpro_model.json"])
     for name in wanted:
         assert open(os.path.join(model, name), "rb").read() == open(os.path.join(source, name), "rb").read()
@@ -325,8 +352,10 @@ def test_every_stub_produces_the_declared_outputs(processes, tmp_path):
     for name in ("sample.fa", "dnabert.h5", "esm.h5", "features.h5", "sample.sequences.tsv", "classifier.pth",
                  "prediction_results.tsv", "sequence_summary.tsv"):
         (dummy / name).write_text("")
-    (dummy / "model").mkdir()
-    inputs = {"fasta": dummy / "sample.fa", "model": dummy / "model", "dnabert": dummy / "dnabert.h5",
+    for folder in ("model", "dnabert", "esm", "compile-cache"):
+        (dummy / folder).mkdir()
+    inputs = {"fasta": dummy / "sample.fa", "model": dummy / "model", "dnabert_model": dummy / "dnabert",
+              "esm_model": dummy / "esm", "compile_cache": dummy / "compile-cache", "dnabert": dummy / "dnabert.h5",
               "esm": dummy / "esm.h5", "features": [str(dummy / "features.h5")],
               "sequences": dummy / "sample.sequences.tsv", "classifier": dummy / "classifier.pth",
               "predictions": dummy / "prediction_results.tsv", "summary": dummy / "sequence_summary.tsv"}

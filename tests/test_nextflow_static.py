@@ -10,7 +10,6 @@ The small parser and the script renderer here are also used by test_nextflow_scr
 
 import ast
 import glob
-import importlib
 import inspect
 import json
 import os
@@ -331,16 +330,12 @@ def directive_string(process, name, env):
 
 
 def tool_function(tool):
-    """The function a bin/ script hands to virnucpro.cli.run (parsed from the script, not guessed)."""
-    source = open(os.path.join(BIN, tool)).read()
-    tree = ast.parse(source)
-    imports = {alias.asname or alias.name: node.module for node in ast.walk(tree)
-               if isinstance(node, ast.ImportFrom) for alias in node.names}
-    calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)
-             and getattr(node.func, "id", None) == "run" and imports.get("run") == "virnucpro.cli"]
-    assert len(calls) == 1, f"{tool}: expected one run(...) call"
-    name = calls[0].args[0].id
-    return getattr(importlib.import_module(imports[name]), name)
+    """The function a bin/ tool hands to virnucpro.cli.run (virnucpro.tools' table, which the
+    bin/ wrappers and the console scripts both use; tests/test_packaging.py checks they do)."""
+    import virnucpro.tools
+
+    assert os.path.exists(os.path.join(BIN, tool)), f"{tool}: no bin/ wrapper"
+    return virnucpro.tools.component(tool)
 
 
 def tool_commands(script):
@@ -432,6 +427,17 @@ def profiles():
             inner += "\n" + strip_comments(open(os.path.join(REPO, include)).read())
         found[name] = inner
     return found
+
+
+def images():
+    """{'cpu': the image conf/base.config gives every process, 'cuda': {the image each GPU profile
+    gives the gpu label}} (the images are chosen per profile, not by a param)."""
+    base = strip_comments(open(os.path.join(REPO, "conf", "base.config")).read())
+    cpu = re.search(r"^\s*container\s*=\s*'([^']+)'", base, re.M).group(1)
+    found = profiles()
+    cuda = {name: re.search(r"\bcontainer\s*=\s*'([^']+)'", blocks(found[name], r"withLabel:\s*gpu")[0][1]).group(1)
+            for name in ("gpu", "awsbatch", "google")}
+    return {"cpu": cpu, "cuda": cuda}
 
 
 def top_level_blocks(body):
@@ -559,8 +565,8 @@ def test_main_includes_every_module_and_calls_every_process(processes):
         called = alias or name
         assert re.search(rf"\b{called}\s*\(", text), f"main.nf includes {called} but never calls it"
     assert included == set(processes), f"modules not included: {set(processes) - included}"
-    expected = {"TRANSLATE", "RESOLVE_MODEL", "FETCH_MODEL", "MAKE_TEST_MODELS", "EXTRACT_DNABERT", "EXTRACT_ESM",
-                "MERGE", "CLASSIFY", "REPORT"}
+    expected = {"TRANSLATE", "RESOLVE_MODEL", "FETCH_MODEL", "MAKE_TEST_MODELS", "CHECK", "EXTRACT_DNABERT",
+                "EXTRACT_ESM", "MERGE", "CLASSIFY", "REPORT"}
     assert set(called_processes()) == expected
     # One extraction module, used twice.
     called = called_processes()
@@ -640,6 +646,19 @@ def test_every_process_runs_a_tool_with_options_it_accepts():
                 f"{called}: downloads without the bin/ tools"
 
 
+def test_chunk_size_reaches_classify_and_a_classifier_named_for_another_is_refused_first():
+    """CLASSIFY checks the classifier against --chunk_size (its recorded metadata), and main.nf
+    refuses a published classifier named for another chunk size before any process runs."""
+    for optional in (True, False):
+        assert "--chunk_size 500" in sample_env(module_processes()["CLASSIFY"], optional=optional)["task.ext.args"]
+    main = strip_comments(open(MAIN_NF).read())
+    workflow = main[main.index("workflow {"):]
+    check = workflow.find(r"=~ /^(\d+)_model\.pth$/")
+    assert check > 0, "main.nf does not read the chunk size from a published classifier's name"
+    first_process = min(workflow.index(name + "(") for name in ("MAKE_TEST_MODELS", "TRANSLATE", "RESOLVE_MODEL"))
+    assert check < first_process and "error" in workflow[check:first_process]
+
+
 def test_tasks_pass_their_cpus_and_gpus_to_the_tools():
     """task.cpus reaches every tool that runs threads or workers; a GPU task uses the GPUs it was
     granted; the GPU profiles' device reaches extraction, so a node without CUDA fails loudly."""
@@ -663,6 +682,57 @@ def test_tasks_pass_their_cpus_and_gpus_to_the_tools():
             assert argv[argv.index("--precision") + 1] == "bf16", f"{profile}: GPU tasks not in bf16"
 
 
+def test_a_gpu_test_run_checks_the_node_before_any_extraction():
+    """CHECK (virnucpro-check on the models extraction will use, with its device and precision) runs
+    when a test run asks for a GPU, and both extractions take their models only from its output,
+    so none starts before the check passed."""
+    text = strip_comments(open(MAIN_NF).read())
+    ((_, workflow),) = blocks(text, r"(?m)^workflow")
+    ((match, gated),) = blocks(workflow, r"if\s*\(\s*checkFirst\(\)\s*\)")
+    assert re.search(r"CHECK\(ch_dnabert,\s*ch_esm,\s*compile_cache\)", gated)
+    for channel in ("ch_dnabert", "ch_esm"):
+        assert re.search(rf"{channel}\s*=\s*CHECK\.out\.report\.combine\({channel}\)", gated), channel
+    assert workflow.index(match.group(0)) < workflow.index("EXTRACT_DNABERT(") < workflow.index("EXTRACT_ESM(")
+    ((_, body),) = blocks(text, r"def\s+checkFirst\s*\(\s*\)")
+    assert "flag(params.make_test_models)" in body and "params.device.toString().startsWith('cuda')" in body
+    check = called_processes()["CHECK"]
+    assert check.labels() == ["gpu"]
+    for profile in ("gpu", "awsbatch", "google"):
+        profile_params = params_block("params {" + blocks(profiles()[profile], r"\bparams")[0][1] + "}")
+        env = sample_env(check, called="CHECK", **{f"params.{k}": v for k, v in profile_params.items()})
+        (argv,) = tool_commands(render_script(check, env))
+        assert argv[:5] == ["virnucpro-check", "--dnabert_model", "dnabert", "--esm_model", "esm"]
+        assert argv[argv.index("--device") + 1] == "cuda" and argv[argv.index("--precision") + 1] == "bf16"
+    # The test profile alone stays on the CPU (no check); `-profile test,gpu` (gpu comes later in
+    # nextflow.config, so its device wins) asks for a GPU with the test models: the check runs.
+    test_params = params_block("params {" + blocks(profiles()["test"], r"\bparams")[0][1] + "}")
+    gpu_params = params_block("params {" + blocks(profiles()["gpu"], r"\bparams")[0][1] + "}")
+    assert test_params["make_test_models"] is True and test_params["device"] == "cpu" and gpu_params["device"] == "cuda"
+    assert list(profiles()).index("test") < list(profiles()).index("gpu")
+
+
+def test_gpu_tasks_keep_compiled_kernels_in_the_store_and_get_a_writable_home():
+    """EXTRACT and CHECK point torch.compile's Inductor and Triton caches into the store's
+    compile-cache folder (staged like any input: a symlink, mounted in containers) when main.nf
+    passes one, and nothing when it passes [] (object storage); a HOME that cannot be written
+    (docker -u uid:gid gives HOME=/) becomes the task folder."""
+    text = strip_comments(open(MAIN_NF).read())
+    ((_, body),) = blocks(text, r"def\s+compileCache\s*\(\s*\)")
+    assert '"${store}/compile-cache"' in body and "return []" in body and "isObjectStorage(store)" in body
+    assert re.search(r"EXTRACT_DNABERT\([^\n]*, ch_dnabert, compile_cache\)", text)
+    assert re.search(r"EXTRACT_ESM\([^\n]*, ch_esm, compile_cache\)", text)
+    for called in ("EXTRACT_DNABERT", "EXTRACT_ESM", "CHECK"):
+        process = called_processes()[called]
+        assert ("compile_cache", None) in process.path_inputs()
+        with_cache = render_script(process, sample_env(process, called=called))
+        assert "export TORCHINDUCTOR_CACHE_DIR=$PWD/compile-cache/inductor TRITON_CACHE_DIR=$PWD/compile-cache/triton\n" in with_cache
+        without = render_script(process, sample_env(process, called=called, compile_cache=PathList()))
+        assert "TORCHINDUCTOR_CACHE_DIR" not in without and "TRITON_CACHE_DIR" not in without
+        for script in (with_cache, without):
+            assert script.startswith('[ -w "${HOME:-/}" ] || export HOME="$PWD"\n')
+            assert script.index("export HOME") < script.index(tool_commands(script)[0][0])
+
+
 def test_tool_options_checker_rejects_what_the_tools_reject():
     """The checker above must be able to fail: unknown options, missing required ones."""
     check_fire_command(["virnucpro-merge", "--nucleotide", "a.h5", "--protein", "b.h5", "--output", "c.h5"])
@@ -675,10 +745,11 @@ def test_tool_options_checker_rejects_what_the_tools_reject():
 
 
 def test_extraction_processes_and_only_they_are_labelled_gpu():
+    """And the node check, which runs on the GPU the extractions will get."""
     for called, process in called_processes().items():
-        runs_extract = any(argv[0] == "virnucpro-extract"
-                           for argv in tool_commands(render_script(process, sample_env(process, called=called))))
-        assert runs_extract == ("gpu" in process.labels()), f"{called}: labels {process.labels()}"
+        runs_on_gpu = any(argv[0] in ("virnucpro-extract", "virnucpro-check")
+                          for argv in tool_commands(render_script(process, sample_env(process, called=called))))
+        assert runs_on_gpu == ("gpu" in process.labels()), f"{called}: labels {process.labels()}"
 
 
 def stored_path(called, env):
@@ -839,30 +910,6 @@ def config_number_settings():
     return found
 
 
-def read_samplesheet(path):
-    lines = [line.split(",") for line in open(path).read().splitlines() if line.strip()]
-    return [dict(zip(lines[0], row)) for row in lines[1:]]
-
-
-def samplesheet_errors(rows):
-    """What nf-schema would reject in samplesheet rows, by assets/schema_input.json's own rules
-    (required, pattern, unique entries), read from the schema (no JSON-schema library here)."""
-    schema = json.load(open(SCHEMA_INPUT))
-    items = schema["items"]
-    errors = []
-    for number, row in enumerate(rows, start=1):
-        for column in items["required"]:
-            if not row.get(column):
-                errors.append(f"row {number}: no {column}")
-        for column, spec in items["properties"].items():
-            if row.get(column) and "pattern" in spec and not re.search(spec["pattern"], row[column]):
-                errors.append(f"row {number}: {column}")
-    for column in schema.get("uniqueEntries", []):
-        values = [row.get(column) for row in rows]
-        errors += [f"repeated {column} {v}" for v in set(values) if values.count(v) > 1]
-    return errors
-
-
 def test_samplesheet_schema_describes_sample_and_fasta():
     schema = json.load(open(SCHEMA_INPUT))
     assert schema["$schema"].startswith("https://json-schema.org/draft/2020-12") and schema["type"] == "array"
@@ -871,16 +918,7 @@ def test_samplesheet_schema_describes_sample_and_fasta():
     assert items["properties"]["sample"]["meta"] == ["id"]
     assert items["properties"]["fasta"]["format"] == "file-path" and items["properties"]["fasta"]["exists"] is True
     assert schema["uniqueEntries"] == ["sample"]
-    # The example samplesheet passes, its files exist; bad rows fail.
-    example = os.path.join(REPO, "assets", "samplesheet.csv")
-    rows = read_samplesheet(example)
-    assert rows and samplesheet_errors(rows) == []
-    for row in rows:
-        assert os.path.isfile(os.path.join(REPO, row["fasta"])), row["fasta"]
-    assert samplesheet_errors([{"sample": "a b", "fasta": "x.fa"}]) == ["row 1: sample"]
-    assert samplesheet_errors([{"sample": "a", "fasta": "x.txt"}]) == ["row 1: fasta"]
-    assert samplesheet_errors([{"sample": "a", "fasta": "x.fa.gz"}, {"sample": "a", "fasta": "y.fa"}]) == ["repeated sample a"]
-    assert samplesheet_errors([{"sample": "a"}]) == ["row 1: no fasta"]
+    # What it accepts and rejects, by a real validator with nf-schema's keywords: tests/test_schemas.py.
 
 
 def test_every_param_used_is_declared_and_documented():
@@ -909,8 +947,8 @@ def test_schema_is_nf_core_style_and_matches_the_config_defaults():
     for name, value in declared_params().items():
         spec = schema_properties()[name]
         assert spec.get("description"), f"{name}: no description"
-        if value is None:
-            assert "default" not in spec, f"{name}: schema default {spec['default']} but config null"
+        if value is None or value is False:  # nf-core: no schema default for null or false
+            assert "default" not in spec, f"{name}: schema default {spec['default']} but config {value}"
             continue
         assert spec.get("default") == value, f"{name}: schema default {spec.get('default')!r} != config {value!r}"
         assert isinstance(value, types[spec["type"]]) and not (spec["type"] != "boolean" and isinstance(value, bool))
@@ -942,7 +980,7 @@ def test_profiles_users_need_exist_and_do_what_they_say():
         assert re.search(r"\bmaxForks\s*=", gpu_label), f"{name}: no maxForks for GPU tasks"
         if name != "slurm":
             assert re.search(r"\baccelerator\s*=", gpu_label), f"{name}: gpu label gets no accelerator"
-            assert "params.container_cuda" in gpu_label, f"{name}: GPU tasks not in the CUDA image"
+            assert images()["cuda"][name].endswith("-cuda"), f"{name}: GPU tasks not in the CUDA image"
     ((_, gpu_label),) = blocks(found["gpu"], r"withLabel:\s*gpu")
     assert "'--nv'" in gpu_label and "'--gpus all'" in gpu_label
     # Nextflow 26.10+ gives each local GPU task its GPUs in CUDA_VISIBLE_DEVICES; Docker must pass it on.
@@ -1016,9 +1054,9 @@ def test_pipeline_version_is_the_package_version():
 
     text = strip_comments(open(CONFIG).read())
     assert re.search(r"version\s*=\s*'([^']+)'", blocks(text, r"\bmanifest")[0][1]).group(1) == virnucpro.__version__
-    declared = declared_params()
-    assert declared["container"].endswith(":" + virnucpro.__version__)
-    assert declared["container_cuda"].endswith(":" + virnucpro.__version__ + "-cuda")
+    assert images()["cpu"].endswith(":" + virnucpro.__version__)
+    assert set(images()["cuda"].values()) == {images()["cpu"] + "-cuda"}
+    assert not {"container", "container_cuda"} & set(declared_params()), "nf-core: images per profile, not params"
 
 
 def test_no_machine_paths_in_pipeline_files():
@@ -1053,7 +1091,7 @@ def test_ci_workflow_runs_the_tests_the_test_profile_and_a_stub_run():
     assert any("-stub" in words for words in commands)
     assert any("-profile" in words and words[words.index("-profile") + 1] == "test,docker" for words in commands)
     built = re.search(r"docker build -f containers/Dockerfile -t (\S+) \.", runs).group(1)
-    assert built == declared["container"]
+    assert built == images()["cpu"]
 
 
 # ------------------------------------------------------------------ sample values
@@ -1078,7 +1116,8 @@ def sample_env(process, optional=True, called=None, **values):
         "model_meta.kind": kind, "model_meta.id": "org--model@" + "c" * 40, "model_meta.model": "org/model",
         "model_meta.revision": "main", "model_meta.commit": "c" * 40,
     }
-    staged = {"fasta": "sample.fa", "model": "model", "dnabert": "sample.00001.dnabert.h5",
+    staged = {"fasta": "sample.fa", "model": "model", "dnabert_model": "dnabert", "esm_model": "esm",
+              "compile_cache": "compile-cache", "dnabert": "sample.00001.dnabert.h5",
               "esm": "sample.00001.esm.h5", "features": PathList(["1/features.h5", "2/features.h5"]),
               "sequences": "sample.sequences.tsv", "classifier": "classifier.pth",
               "summary": "sequence_summary.tsv", "predictions": "prediction_results.tsv"}
@@ -1150,7 +1189,7 @@ def test_main_helper_functions_run_under_groovy(tmp_path):
 
     script = main_functions("withoutSuffix", "fastaStem", "md5Hex", "readChecksums", "shardIndex", "shardItems",
                             "shardFields", "sampleMeta", "featuresKey", "folderDigest", "isLocalModel", "isCommit",
-                            "hubKey", "flag") + f"""
+                            "hubKey", "flag", "isObjectStorage") + f"""
 // What Nextflow provides around these functions: file() and Path.name/.parent.
 ExpandoMetaClass.enableGlobally()
 java.nio.file.Path.metaClass.getName = {{ -> delegate.fileName.toString() }}
@@ -1160,7 +1199,18 @@ readChecksums(file('{tmp_path / "checksums.md5"}')).each {{ name, hash -> printl
 println "key\\t" + hubKey('org/name', 'abc123')
 println "commit\\t" + [isCommit('{"c" * 40}'), isCommit('main'), isCommit('v1.0')].join(',')
 println "local\\t" + isLocalModel('{model}') + "," + isLocalModel('org/name')
-println "digest\\t" + folderDigest(file('{model}'))
+// Digested once: the second call reads the cache (proved by a planted value), a changed
+// modification time makes it read the folder again.
+def digests = file('{tmp_path / "digests"}')
+println "digest\\t" + folderDigest(file('{model}'), digests)
+def cached = java.nio.file.Files.list(digests).toArray().findAll {{ p -> p.toString().endsWith('.md5') }}
+println "cachefiles\\t" + cached.size()
+cached[0].text = 'planted'
+println "cachehit\\t" + folderDigest(file('{model}'), digests)
+def weights = file('{model / "sub" / "weights.bin"}')
+java.nio.file.Files.setLastModifiedTime(weights, java.nio.file.attribute.FileTime.fromMillis(java.nio.file.Files.getLastModifiedTime(weights).toMillis() + 5000))
+println "changed\\t" + folderDigest(file('{model}'), digests)
+println "objects\\t" + [isObjectStorage('s3://bucket/store'), isObjectStorage('gs://b/s'), isObjectStorage('virnucpro-store'), isObjectStorage('/scratch/store')].join(',')
 println "flag\\t" + [flag(true), flag('true'), flag(false), flag('false')].join(',')
 def listed = {{ dir, suffix -> java.nio.file.Files.list(file(dir)).toArray().findAll {{ p -> p.toString().endsWith(suffix) }}.reverse() }}
 def meta = [id: 'sample', group: 'g1']
@@ -1187,6 +1237,11 @@ println "features\\t" + featuresKey(file('/store/a/x.h5'), file('/store/b/y.h5')
         digest.update(f"{relative}\n".encode())
         digest.update((model / relative).read_bytes())
     assert [l[1] for l in lines if l[0] == "digest"] == [digest.hexdigest()]
+    assert [l[1] for l in lines if l[0] == "cachefiles"] == ["1"]
+    assert [l[1] for l in lines if l[0] == "cachehit"] == ["planted"]  # not read again
+    assert [l[1] for l in lines if l[0] == "changed"] == [digest.hexdigest()]  # read again, same bytes
+    assert [l[1] for l in lines if l[0] == "objects"] == ["true,true,false,false"]
+    assert not [p for p in (tmp_path / "digests").iterdir() if p.name.endswith(".tmp")]
     assert [l[1] for l in lines if l[0] == "flag"] == ["true,true,false,false"]
     # Paired by number whatever order the files come in, in numeric order, names padded to the
     # widest number so they sort too, each shard with its own checksums.
@@ -1199,6 +1254,22 @@ println "features\\t" + featuresKey(file('/store/a/x.h5'), file('/store/b/y.h5')
     assert [l[1:] for l in lines if l[0] == "single"] == [["1", "sample.00001", "1"]]
     (features,) = [l[1:] for l in lines if l[0] == "features"]
     assert features[0] == features[1] != features[2]  # keyed by the embeddings' store folders
+
+
+@pytest.mark.skipif(groovy_command() is None, reason="no groovy/java here to run main.nf's checkFirst")
+def test_check_first_runs_under_groovy_for_the_profiles(tmp_path):
+    lines = [main_functions("flag", "checkFirst")]
+    cases = {"test": (True, "cpu"), "test,gpu": (True, "cuda"), "gpu": (False, "cuda"), "test,gpu cli string": ("true", "cuda:1"),
+             "standard": (False, "auto")}
+    for name, (make, device) in cases.items():
+        lines.append(f"params = [make_test_models: {groovy_value(make)}, device: {groovy_value(device)}]")
+        lines.append(f"println '{name}\\t' + checkFirst()")
+    (tmp_path / "first.groovy").write_text("\n".join(lines) + "\n")
+    groovy, env = groovy_command()
+    result = subprocess.run([groovy, str(tmp_path / "first.groovy")], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert dict(line.split("\t") for line in result.stdout.splitlines()) == {
+        "test": "false", "test,gpu": "true", "gpu": "false", "test,gpu cli string": "true", "standard": "false"}
 
 
 @pytest.mark.skipif(groovy_command() is None, reason="no groovy/java here to evaluate conf/modules.config's closures")

@@ -69,17 +69,21 @@ def test_report_of_predict_and_of_the_tool_show_the_same_counts(tiny_run, tmp_pa
 def test_complete_report_is_kept_unless_overwrite(tiny_run, tmp_path):
     run_tool("virnucpro-report", *report_args(tiny_run, tmp_path))
     path = tmp_path / "report.html"
-    path.write_text("kept")
+    os.utime(path, (1, 1))
     result = run_tool("virnucpro-report", *report_args(tiny_run, tmp_path))
-    assert read(path) == "kept" and "already complete" in result.stderr
+    assert os.stat(path).st_mtime == 1 and "already complete" in result.stderr
+    path.write_text("edited")  # an output that differs from its record is never reused
+    result = run_tool("virnucpro-report", *report_args(tiny_run, tmp_path))
+    assert read(path).startswith("<!DOCTYPE html>") and "vouches for" in result.stderr
+    os.utime(path, (1, 1))
     run_tool("virnucpro-report", *report_args(tiny_run, tmp_path, "--overwrite"))
-    assert read(path).startswith("<!DOCTYPE html>")
+    assert os.stat(path).st_mtime > 1 and read(path).startswith("<!DOCTYPE html>")
 
 
 def test_threshold_and_chunk_size_reach_the_report(tiny_run, tmp_path):
     run_tool("virnucpro-report", *report_args(tiny_run, tmp_path, "--threshold", "0.25"))
     page = read(tmp_path / "report.html")
-    assert "<td>threshold</td><td>0.25</td>" in page and "score &gt;= 0.25" in page
+    assert "<td>threshold</td><td>0.25</td>" in page and "viral_fraction &gt;= 0.25" in page
     wrong = run_tool("virnucpro-report", *report_args(tiny_run, tmp_path / "other", "--chunk_size", 300), check=False)
     assert wrong.returncode == 1 and "pass the run's --chunk_size" in wrong.stderr.strip().splitlines()[-1]
     assert not os.path.exists(tmp_path / "other")
@@ -198,3 +202,47 @@ def test_non_finite_scores_are_an_error(tmp_path):
     result = run_tool("virnucpro-report", *report_args(tables, tmp_path / "out"), check=False)
     assert result.returncode == 1 and "line 2: frame 'x_chunk_1F1' has a non-finite score" in result.stderr
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_the_page_explains_its_columns_and_rules(tiny_run, tmp_path):
+    run_tool("virnucpro-report", *report_args(tiny_run, tmp_path))
+    page = read(tmp_path / "report.html")
+    rules = re.search(r"<h2>How to read this report</h2>(.*?)<h2>", page, re.S).group(1)
+    assert "<b>score1</b> is its softmax probability of class <i>others</i>" in rules
+    assert "<b>score2</b> of\nclass <i>virus</i>" in rules
+    assert "best score2 over its frames is at or above its best score1" in rules  # the original's chunk rule
+    assert "<i>this project's aggregation</i>" in rules and "viral_fraction &gt;= 0.5" in rules
+    # The per-chunk tables are the original's, untouched: only the summary carries our columns.
+    assert read(tiny_run["prediction_results.tsv"]).splitlines()[0] == "Sequence_ID\tPrediction\tscore1\tscore2"
+
+
+def test_chunk_colours_and_verdicts_follow_the_chunk_calls(tiny_run):
+    """The red bars of a sequence are its chunks_viral, and its verdict follows from their count."""
+    from virnucpro.report import VIRUS, chunk_colour, read_results
+    from virnucpro.results import sequence_of
+
+    results = read_results({"predictions": tiny_run["prediction_results.tsv"],
+                            "summary": tiny_run["sequence_summary.tsv"]}, 0.5)
+    red = {}
+    for chunk, best in results.chunk_best.items():
+        red[sequence_of(chunk)[0]] = red.get(sequence_of(chunk)[0], 0) + (chunk_colour(best) == VIRUS)
+    assert results.summary_rows
+    for row in results.summary_rows:
+        assert red.get(row["sequence_id"], 0) == int(row["chunks_viral"])
+        if row["verdict"] != "unscored":
+            assert (row["verdict"] == "virus") == (int(row["chunks_viral"]) * 2 >= int(row["chunks_scored"]))
+
+
+def test_banner_only_for_test_models(tiny_run, tmp_path):
+    """tiny_run used the test models (their files say so): a banner. The same tables without
+    classify's record (nothing says test model): no banner, nothing assumed."""
+    run_tool("virnucpro-report", *report_args(tiny_run, tmp_path / "from_run"))
+    assert "Test models: these scores mean nothing" in read(tmp_path / "from_run" / "report.html")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for name in TABLES:
+        (plain / name).write_text(read(tiny_run[name]))
+    tables = {name: str(plain / name) for name in TABLES}
+    run_tool("virnucpro-report", *report_args(tables, tmp_path / "out"))
+    page = read(tmp_path / "out" / "report.html")
+    assert "banner" not in page.split("</style>")[1] and "mean nothing" not in page

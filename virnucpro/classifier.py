@@ -8,13 +8,17 @@ loaded strictly into this module's own MLP. Plain state dicts and safetensors fi
 """
 
 import functools
+import os
+import re
 import struct
 
 from .errors import UserError
 from .pt_io import one_line, torch_load_problem
 
-#: Class 0 and class 1 of the published models.
+#: Class 0 and class 1 of the published models: score1 and score2 are their softmax probabilities.
 CLASS_NAMES = ("others", "virus")
+#: The chunk lengths the published classifiers were trained on (300_model.pth, 500_model.pth).
+CHUNK_SIZES = (300, 500)
 
 _EXPECTED_KEYS = {
     "hidden_layer.weight",
@@ -95,10 +99,15 @@ def _is_safetensors(path):
     return 0 < header_len < (1 << 30) and head[8:9] == b"{"
 
 
-def _read_checkpoint(path):
-    """The tensors of a classifier file as a flat {name: tensor} dict."""
-    import os
+def _metadata(obj):
+    """What a classifier file records about itself: `virnucpro` = {"chunk_size": N, "test_model": bool}
+    (virnucpro-make-test-models writes it); the published files record nothing."""
+    found = obj.get("virnucpro") if isinstance(obj, dict) else getattr(obj, "__dict__", {}).get("virnucpro")
+    return dict(found) if isinstance(found, dict) else {}
 
+
+def _read_checkpoint(path):
+    """(the tensors of a classifier file as a flat {name: tensor} dict, its recorded metadata)."""
     if not os.path.exists(path):
         raise UserError(f"{path}: no such file")
     if os.path.isdir(path):
@@ -106,8 +115,15 @@ def _read_checkpoint(path):
     if _is_safetensors(path):
         from safetensors.torch import load_file
 
+        from safetensors import safe_open
+
         try:
-            return load_file(path, device="cpu")
+            with safe_open(path, framework="pt") as handle:
+                recorded = handle.metadata() or {}
+            metadata = {key[len("virnucpro_"):]: value for key, value in recorded.items() if key.startswith("virnucpro_")}
+            if "chunk_size" in metadata:
+                metadata["chunk_size"] = int(metadata["chunk_size"])
+            return load_file(path, device="cpu"), metadata
         except Exception as err:
             raise UserError(f"{path}: unreadable safetensors file ({one_line(err)})") from None
     with open(path, "rb") as handle:
@@ -126,14 +142,16 @@ def _read_checkpoint(path):
             f"{path}: not a VirNucPro classifier (a pickled MLPClassifier, a state dict or safetensors) "
             f"that can be loaded without running code: {torch_load_problem(err)}"
         ) from None
+    metadata = _metadata(obj)
     for wrapper in ("state_dict", "model_state_dict", "model"):
         if isinstance(obj, dict) and wrapper in obj and len(obj) <= 8:
             obj = obj[wrapper]
             break
+    metadata = metadata or _metadata(obj)
     if isinstance(obj, torch.nn.Module):
-        return obj.state_dict()
+        return obj.state_dict(), metadata
     if isinstance(obj, dict) and obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
-        return obj
+        return obj, metadata
     raise UserError(
         f"{path}: not a VirNucPro classifier: expected a pickled MLPClassifier, a state dict or "
         f"safetensors, got {type(obj).__name__}"
@@ -145,7 +163,7 @@ def load_classifier(path):
     import torch
 
     path = str(path)
-    state = _read_checkpoint(path)
+    state, metadata = _read_checkpoint(path)
     state = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
     missing = sorted(_EXPECTED_KEYS - set(state))
     unexpected = sorted(set(state) - _EXPECTED_KEYS - _OPTIONAL_KEYS)
@@ -169,7 +187,46 @@ def load_classifier(path):
         model.load_state_dict({k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()})
     except RuntimeError as err:
         raise UserError(f"{path}: weights do not fit the VirNucPro MLP: {one_line(err)}") from None
+    model.virnucpro = metadata  # what the file records about itself (chunk size, test model), or {}
     return model.eval()
+
+
+def trained_chunk_size(path, model):
+    """(chunk size, evidence) of what a classifier file says it was trained on: its recorded
+    metadata, else its published file name (300_model.pth, 500_model.pth), else (None, None)."""
+    size = model.virnucpro.get("chunk_size")
+    if size:
+        return int(size), "its recorded metadata"
+    match = re.fullmatch(r"(\d+)_model\.pth", os.path.basename(str(path)))
+    if match:
+        return int(match.group(1)), "its file name"
+    return None, None
+
+
+def check_chunk_size(path, model, chunk_size, any_chunk_size=False, option="--chunk_size"):
+    """The run's chunk size checked against the classifier: a size it says it was not trained on
+    is refused (one line) unless `any_chunk_size`; None is taken from the classifier when it says.
+    Returns the chunk size (None when neither says)."""
+    trained, evidence = trained_chunk_size(path, model)
+    if chunk_size is None:
+        return check_allowed_chunk_size(trained, any_chunk_size, option) if trained else None
+    chunk_size = check_allowed_chunk_size(chunk_size, any_chunk_size, option)
+    if trained and trained != chunk_size and not any_chunk_size:
+        raise UserError(f"{option} {chunk_size} does not match the classifier {path}: {evidence} says it was "
+                        f"trained on {trained} bp chunks (use the {chunk_size}_model.pth classifier, or "
+                        f"--any_chunk_size to run anyway)")
+    return chunk_size
+
+
+def check_allowed_chunk_size(chunk_size, any_chunk_size=False, option="--chunk_size"):
+    """300 or 500, the sizes the published classifiers were trained on; another whole number of
+    at least 3 only with `any_chunk_size`."""
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 3:
+        raise UserError(f"{option} must be a whole number (300 or 500), got {chunk_size!r}")
+    if chunk_size not in CHUNK_SIZES and not any_chunk_size:
+        raise UserError(f"{option} {chunk_size}: the published classifiers were trained on 300 or 500 bp chunks "
+                        "(--any_chunk_size allows another size, for a classifier of your own)")
+    return chunk_size
 
 
 def predict_proba(model, features, device="cpu"):

@@ -10,19 +10,20 @@ Features are read in row blocks, so memory does not hold the features; it holds 
 per chunk (for the sorted highest-score table and the summary) and the frame ids (to refuse duplicates).
 """
 
-import csv
 import logging
 import os
 
 import numpy as np
 
 from .errors import UserError
-from .classifier import CLASS_NAMES, load_classifier, predict_proba
+from .classifier import CLASS_NAMES, check_chunk_size, load_classifier, predict_proba
 from .names import (CLASSIFY_RECORD, HIGHESTSCORE, HIGHESTSCORE_COLUMNS, MADE_FROM, PREDICTION_COLUMNS, PREDICTIONS,
                     SEQUENCES_COLUMNS, SEQUENCES_TABLE, SUMMARY, SUMMARY_COLUMNS, TRANSLATE_RECORD, as_path_list)
 from .outputs import atomic_paths
 from .pt_io import is_hdf5, read_pt_embeddings
-from .results import DEFAULT_THRESHOLD, check_threshold, sequence_of, update_chunk_best
+from .results import (DEFAULT_THRESHOLD, check_threshold, is_viral_chunk, is_viral_sequence, sequence_of,
+                      update_chunk_best)
+from .tsv import read_tsv, tsv_line
 
 log = logging.getLogger(__name__)
 
@@ -83,35 +84,25 @@ def rebatch(blocks, rows):
 def prediction_line(frame_id, score1, score2):
     """One row of prediction_results.tsv: numpy's str() of float32 scores; a tie goes to others."""
     label = CLASS_NAMES[1] if score2 > score1 else CLASS_NAMES[0]
-    return f"{frame_id}\t{label}\t{str(score1)}\t{str(score2)}\n"
+    return tsv_line((frame_id, label, str(score1), str(score2)), "frame id")
 
 
 def highestscore_lines(chunk_best):
     """prediction_results_highestscore.tsv: chunks sorted as strings, True when best2 >= best1."""
-    yield "\t".join(HIGHESTSCORE_COLUMNS) + "\n"
+    yield tsv_line(HIGHESTSCORE_COLUMNS)
     for chunk_id in sorted(chunk_best):
         best_other, best_virus = chunk_best[chunk_id]
-        yield f"{chunk_id}\t{bool(best_virus >= best_other)}\n"
+        yield tsv_line((chunk_id, str(bool(best_virus >= best_other))), "chunk id")
 
 
 def read_sequences_table(path):
     """`<stem>.sequences.tsv` from translate -> [(sequence_id, length, chunks)] in input order."""
     rows = []
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.reader(handle, delimiter="\t")
-            header = next(reader, None)
-            if header != list(SEQUENCES_COLUMNS):
-                raise UserError(f"{path}: not a sequences table (header must be sequence_id, length, chunks)")
-            for line_number, row in enumerate(reader, 2):
-                try:
-                    rows.append((row[0], int(row[1]), int(row[2])))
-                except (IndexError, ValueError):
-                    raise UserError(f"{path}: line {line_number}: expected id, length, chunks") from None
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text, so not a sequences table") from None
+    for line_number, (record, length, chunks) in read_tsv(path, SEQUENCES_COLUMNS, "sequences table"):
+        try:
+            rows.append((record, int(length), int(chunks)))
+        except ValueError:
+            raise UserError(f"{path}, line {line_number}: expected id, length, chunks") from None
     return rows
 
 
@@ -119,11 +110,15 @@ def summarize(chunk_scores, sequences, threshold):
     """One summary row per sequence.
 
     A chunk is scored when at least one of its six frames is stop-free (others get no score);
-    it is called viral by the original's rule (best virus score >= best other score). A
-    sequence's `score` is the mean over its scored chunks of the chunk's best virus score
-    (score2); `verdict` is `virus` when score >= threshold, `others` below it, and `unscored`
-    when no chunk was scored. Without a sequences table, sequences come from the frame ids in
-    first-seen order, `length` is NA and `chunks` counts only scored chunks.
+    it is called viral by the original's rule (best virus score >= best other score over its
+    frames, its `prediction_results_highestscore.tsv` row). This project's aggregation: a
+    sequence's `viral_fraction` is chunks_viral / chunks_scored and its `verdict` is `virus` when
+    viral_fraction >= threshold, `others` below it, `unscored` when no chunk was scored; so the
+    verdict follows from counting the chunks the original calls viral (the report's red bars).
+    `mean_virus_score` (the mean of the scored chunks' best virus scores) is shown beside it but
+    decides nothing: a mean of probabilities can sit above the threshold while most chunks are
+    called others. Without a sequences table, sequences come from the frame ids in first-seen
+    order, `length` is NA and `chunks` counts only scored chunks.
     """
     per_sequence = {}
     odd = 0
@@ -148,10 +143,10 @@ def summarize(chunk_scores, sequences, threshold):
     rows = []
     for record, length, n_chunks in sequences:
         chunks = per_sequence.get(record, [])
-        viral = sum(1 for _, best_other, best_virus in chunks if best_virus >= best_other)
+        viral = sum(1 for _, best_other, best_virus in chunks if is_viral_chunk(best_other, best_virus))
         if chunks:
             score = np.float32(np.mean([float(best_virus) for _, _, best_virus in chunks]))
-            verdict = "virus" if score >= threshold else "others"
+            verdict = "virus" if is_viral_sequence(viral, len(chunks), threshold) else "others"
             score_text, fraction = str(score), str(np.float32(viral / len(chunks)))
         else:
             score_text, fraction, verdict = "NA", "NA", "unscored"
@@ -160,12 +155,13 @@ def summarize(chunk_scores, sequences, threshold):
 
 
 def classify_record(feature_files, classifier, sequences, threshold, chunk_size):
-    """What the tables are made from: each features file's identity (the `made_from` merge records,
-    else its SHA-256), the classifier's and the sequences table's SHA-256, the threshold, and the
+    """What the tables are made from: each features file's identity (the `made_from` merge records
+    and its content digest, else its SHA-256), the classifier's and the sequences table's SHA-256, the threshold, and the
     chunk size the frames were cut with (None when unknown)."""
+    from .embeddings_h5 import CONTENT_DIGEST
     from .outputs import input_identity
 
-    return {"features": [input_identity(path, (MADE_FROM,)) for path in feature_files],
+    return {"features": [input_identity(path, (MADE_FROM, CONTENT_DIGEST)) for path in feature_files],
             "classifier": input_identity(classifier), "threshold": threshold, "chunk_size": chunk_size,
             "sequences": input_identity(sequences) if sequences else None}
 
@@ -203,6 +199,7 @@ def classify_features(
     block_rows=BLOCK_ROWS,
     chunk_size=None,
     redo=False,
+    any_chunk_size=False,
 ):
     """Score features file(s) in order and write the three TSVs into `outdir`; returns their paths.
 
@@ -210,9 +207,10 @@ def classify_features(
     summary's SHA-256. Tables made the same way are kept; tables made differently are refused
     (one line) unless `overwrite`, or made again with `redo` (for a caller that owns the folder).
     `chunk_size` (recorded for the report) defaults to the one in translate's manifest beside
-    `sequences`.
+    `sequences`; when known, it must be one the classifier says it was trained on (its metadata or
+    published file name) unless `any_chunk_size`.
     """
-    from .outputs import exclusive, file_sha256, read_record, remove_own_temps, reuse_existing, write_record
+    from .outputs import changed_files, exclusive, file_digests, read_record, remove_own_temps, reuse_existing, write_record
 
     outdir = str(outdir)
     paths = [os.path.join(outdir, name) for name in (PREDICTIONS, HIGHESTSCORE, SUMMARY)]
@@ -221,23 +219,27 @@ def classify_features(
     if not feature_files:
         raise UserError("no --features file given")
     threshold = check_threshold(threshold)
-    if chunk_size is not None and (not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1):
-        raise UserError(f"--chunk_size must be a positive whole number, got {chunk_size!r}")
     if chunk_size is None and sequences:
         chunk_size = recorded_chunk_size(sequences)
+    model = load_classifier(classifier)  # before any work: a wrong file, or one for another chunk size, stops here
+    if chunk_size is not None:
+        chunk_size = check_chunk_size(classifier, model, chunk_size, any_chunk_size)
     record = classify_record(feature_files, classifier, sequences, threshold, chunk_size)
     manifest_path = os.path.join(outdir, CLASSIFY_RECORD)
-    with exclusive(os.path.join(outdir, "classify"), f"classification in {outdir}"):
-        recorded = (read_record(manifest_path) or {}).get("made_from")
-        if reuse_existing(paths, recorded, record, overwrite, redo, "classification"):
+    with exclusive(manifest_path, f"classification in {outdir}"):
+        previous = read_record(manifest_path) or {}
+        if reuse_existing(paths, previous.get("made_from"), record, overwrite, redo, "classification",
+                          check=lambda: changed_files(paths, previous.get("sha256"))):
             return result
         for path in paths + [manifest_path]:
             remove_own_temps(path)
         if os.path.exists(manifest_path):  # an earlier record must not vouch for the tables replaced now
             os.remove(manifest_path)
         counts = _classify(feature_files, classifier, paths, sequences, threshold, device, block_rows)
-        write_record(manifest_path, {"made_from": record, "summary_sha256": file_sha256(result["summary"]),
-                                     "threshold": threshold, "chunk_size": chunk_size, "counts": counts})
+        digests = file_digests(paths)
+        write_record(manifest_path, {"made_from": record, "summary_sha256": digests[SUMMARY], "sha256": digests,
+                                     "threshold": threshold, "chunk_size": chunk_size, "counts": counts,
+                                     "test_classifier": bool(model.virnucpro.get("test_model"))})
     return result
 
 
@@ -264,7 +266,7 @@ def _classify(feature_files, classifier, paths, sequences, threshold, device, bl
 
     with atomic_paths(paths) as (tmp_predictions, tmp_highest, tmp_summary):
         with open(tmp_predictions, "w", newline="\n", encoding="utf-8") as out, tqdm(desc="classify", unit="frame", disable=None) as bar:
-            out.write("\t".join(PREDICTION_COLUMNS) + "\n")
+            out.write(tsv_line(PREDICTION_COLUMNS))
             for ids, block in rebatch(blocks(), block_rows):
                 probabilities = np.concatenate(
                     [predict_proba(model, block[i : i + MODEL_BATCH], device) for i in range(0, len(ids), MODEL_BATCH)]
@@ -283,8 +285,8 @@ def _classify(feature_files, classifier, paths, sequences, threshold, device, bl
             out.writelines(highestscore_lines(chunk_scores))
         rows = summarize(chunk_scores, sequence_rows, threshold)
         with open(tmp_summary, "w", newline="\n", encoding="utf-8") as out:
-            out.write("\t".join(SUMMARY_COLUMNS) + "\n")
-            out.writelines("\t".join(row) + "\n" for row in rows)
+            out.write(tsv_line(SUMMARY_COLUMNS))
+            out.writelines(tsv_line(row, "sequence id") for row in rows)
     n_viral_chunks = sum(1 for best_other, best_virus in chunk_scores.values() if best_virus >= best_other)
     log.info(
         "scored %d frames in %d chunks (%d called viral); %d sequences summarized into %s",
@@ -295,48 +297,50 @@ def _classify(feature_files, classifier, paths, sequences, threshold, device, bl
 
 def classify(
     *more_features,
-    features=None,
-    classifier=None,
-    outdir=None,
+    features,
+    classifier,
+    outdir,
     sequences=None,
     threshold=DEFAULT_THRESHOLD,
     device="cpu",
     chunk_size=None,
+    any_chunk_size=False,
     overwrite=False,
     verbose=False,
 ):
     """Score merged features with the VirNucPro MLP classifier.
 
-    --features H5_OR_PT [more ...] (or a comma-separated list), scored in the order given;
-    --classifier PTH (the published 300_model.pth/500_model.pth, a state dict or safetensors;
-    loaded without running pickled code); --outdir DIR.
-    Writes DIR/prediction_results.tsv, DIR/prediction_results_highestscore.tsv (the original's
-    two tables) and DIR/sequence_summary.tsv: per sequence, chunks, chunks scored (chunks with a
-    stop-free frame), chunks viral, viral_fraction, score (mean best virus score of its scored
-    chunks) and verdict (virus when score >= --threshold, default 0.5; unscored when no chunk
-    was scored). --sequences TSV (translate's <stem>.sequences.tsv) adds lengths, unscored chunks
+    Usage: virnucpro-classify --features H5_OR_PT [MORE_FEATURES ...] --classifier PTH --outdir DIR
+             --sequences TSV --chunk_size 300|500 --threshold X --device DEVICE
+    Features are scored in the order given (--features may also be a comma-separated list).
+    Writes DIR/prediction_results.tsv and DIR/prediction_results_highestscore.tsv (the original's
+    two tables: per frame, score1 = softmax probability of class others, score2 = of class virus;
+    per chunk, Is_Virus = its best score2 >= its best score1) and DIR/sequence_summary.tsv, this
+    project's per-sequence aggregation: chunks, chunks_scored (chunks with a stop-free frame),
+    chunks_viral, viral_fraction (= chunks_viral / chunks_scored), mean_virus_score (shown, decides
+    nothing) and verdict (virus when viral_fraction >= --threshold, others below, unscored when no
+    chunk was scored). --sequences (translate's <stem>.sequences.tsv) adds lengths, unscored chunks
     and sequences without any scored frame.
-    DIR/classify.json records what the tables were made from, the threshold and the chunk size
-    (--chunk_size, default: from translate's manifest beside --sequences), so virnucpro-report
-    needs neither again. A rerun keeps tables made the same way and refuses (one line) to
-    replace tables made differently unless --overwrite.
+
+    DIR/classify.json records what the tables were made from, the threshold and the chunk size,
+    so virnucpro-report needs neither again. A rerun keeps tables made the same way and refuses
+    (one line) to replace tables made differently unless --overwrite.
 
     Args:
       more_features: further feature files, after --features (the same as listing them there).
-      features: merged features, HDF5 or the original's .pt (several: repeat as MORE_FEATURES or comma-separate) (required).
-      classifier: the published 300_model.pth / 500_model.pth, a state dict or safetensors (required).
-      outdir: folder for the tables (created if needed) (required).
+      features: merged features, HDF5 or the original's .pt.
+      classifier: the published 300_model.pth / 500_model.pth, a state dict or safetensors; loaded without running pickled code.
+      outdir: folder for the tables (created if needed).
       sequences: translate's <stem>.sequences.tsv, to summarize every sequence, scored or not.
-      threshold: a sequence is called virus when its score >= this.
+      threshold: a sequence is called virus when at least this fraction of its scored chunks is viral.
       device: where to run the classifier: cpu, cuda or cuda:N.
-      chunk_size: the run's chunk size, recorded for the report (default: from translate's manifest beside --sequences).
+      chunk_size: the chunk size the frames were cut with, checked against the classifier and recorded for the report. Default: the one in translate's manifest beside --sequences.
+      any_chunk_size: accept a chunk size other than 300 or 500, or other than the one the classifier says.
       overwrite: replace tables made differently.
       verbose: debug logging.
     """
     files = as_path_list(features) + [str(f) for f in more_features]
     if not files:
         raise UserError("--features is required")
-    if classifier is None or outdir is None:
-        raise UserError("--classifier and --outdir are required")
     classify_features(files, classifier, outdir, sequences=sequences, threshold=threshold, overwrite=overwrite, device=device,
-                      chunk_size=chunk_size)
+                      chunk_size=chunk_size, any_chunk_size=any_chunk_size)

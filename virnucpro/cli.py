@@ -1,4 +1,4 @@
-"""Shared command-line plumbing: one-line errors, signals, clean help, stderr logging, fire entry points."""
+"""Shared command-line plumbing: the command line checked first, one-line errors, signals, help, stderr logging."""
 
 import logging
 import os
@@ -6,7 +6,7 @@ import re
 import signal
 import sys
 
-from .errors import UserError
+from .errors import UserError, is_out_of_memory, out_of_memory_line
 
 #: Options whose value names where a tool writes (for an OS error that names no file itself).
 _OUTPUT_OPTIONS = ("--output", "--outdir")
@@ -30,22 +30,6 @@ def setup_logging(tool, verbose=False):
 def _own_args(args):
     """The tool's arguments, without fire's own flags after a bare `--`."""
     return args[: args.index("--")] if "--" in args else args
-
-
-def help_text(component, tool):
-    """fire's help page for `component`, cleaned up.
-
-    Short flags are dropped (the rule: tools take long options only, so `-o` can never mean
-    two things), and so are fire's empty `Type: Optional[]` and `Default: None` lines: a default
-    of None means "see the description", which says what is used.
-    """
-    import fire.helptext
-    import fire.trace
-
-    text = fire.helptext.HelpText(component, trace=fire.trace.FireTrace(component, name=tool))
-    text = re.sub(r"(?m)^(\s+)-\w, (--)", r"\1\2", text)
-    text = re.sub(r"(?m)^\s+(Type: Optional\[\]|Default: None)\n", "", text)
-    return re.sub(r"Optional\[(.+?)\]", r"\1", text)
 
 
 def _short_flag(args):
@@ -95,9 +79,11 @@ def os_error_line(err, args):
 
 
 def _final_name(path):
-    """The output a temporary name stands for (`.name.XXXX.tmp`, `name.partial`): what the user asked for."""
+    """The output a temporary name stands for (`.name.XXXX.tmp`, `.name.virnucpro-partial`): what the user asked for."""
     folder, name = os.path.split(path)
-    temp = re.fullmatch(r"\.(.+)\.[^.]+\.tmp", name)
+    temp = re.fullmatch(r"\.(.+)\.[^.]+\.tmp|\.(.+)\.virnucpro-partial", name)
+    if temp and temp.group(2):
+        return os.path.join(folder, temp.group(2))
     if temp:
         return os.path.join(folder, temp.group(1))
     return path[: -len(".partial")] if path.endswith(".partial") else path
@@ -110,19 +96,26 @@ def _terminate(signum, frame):
 def run(component, tool=None):
     """Run a fire component as a tool.
 
+    The whole command line is checked first (options.command_line_problem): a problem -> one line, exit 2.
     UserError, OS errors (HDF5's included) -> one stderr line, exit 1; SIGTERM -> a line, exit 143;
     Ctrl-C -> a line, exit 130; temporary files are removed on the way out in every case.
     `--help` prints a clean help page on stdout.
     """
+    from .options import command_line_problem, help_page
+
     tool = tool or os.path.basename(sys.argv[0])
     args = sys.argv[1:]
     if "--help" in _own_args(args) or "-h" in _own_args(args):
-        print(help_text(component, tool))
+        print(help_page(component, tool), end="")
         sys.exit(0)
     short = _short_flag(args)
     if short:
         print(f"{tool}: error: short option {short} is not accepted; use the long option (see --help)",
               file=sys.stderr)
+        sys.exit(2)
+    problem = command_line_problem(component, args)  # the whole command line, before any work
+    if problem:
+        print(f"{tool}: error: {problem}", file=sys.stderr)
         sys.exit(2)
     setup_logging(tool, verbose="--verbose" in args)
     signal.signal(signal.SIGTERM, _terminate)
@@ -130,10 +123,14 @@ def run(component, tool=None):
         import fire
 
         fire.Fire(component, command=args, name=tool)
-    except UserError as err:
-        print(f"{tool}: error: {err}", file=sys.stderr)
+    except UserError as err:  # one line per problem (a preflight may find several)
+        for line in str(err).splitlines() or [""]:
+            print(f"{tool}: error: {line}", file=sys.stderr)
         sys.exit(1)
-    except (OSError, RuntimeError) as err:
+    except (OSError, RuntimeError, MemoryError) as err:
+        if is_out_of_memory(err):  # host (MemoryError, torch's "Cannot allocate memory") or GPU: one line
+            print(f"{tool}: error: {out_of_memory_line()}", file=sys.stderr)
+            sys.exit(1)
         hdf5_failed = _h5py_problem(str(err)) is not None
         if isinstance(err, RuntimeError) and not hdf5_failed:  # a genuine bug: keep its traceback
             raise

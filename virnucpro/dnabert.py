@@ -7,9 +7,14 @@ module, which loads the checkpoint's own files strictly: `config.json`, the weig
 post-LN layers, fused `Wqkv` laid out `(t h d)`, symmetric ALiBi with upstream's slopes (also for
 12 heads), gated-linear-unit MLP with GELU on the first half, no position embeddings.
 
-Attention runs through `torch.nn.functional.scaled_dot_product_attention` with one additive float
-mask (ALiBi + padding), so fused kernels apply on GPU. Nothing is truncated: inputs longer than
-the ALiBi size (`alibi_starting_size`) get a larger bias, as upstream does.
+Attention never builds a per-batch [batch, heads, length, length] bias (ALiBi + padding):
+- compiled (`torch.compile`, e.g. on a GPU): FlexAttention with the ALiBi slope and the padding
+  as a score modifier, one fused kernel for any batch and length;
+- eager: `scaled_dot_product_attention` on each run of rows of equal length, unpadded, with the
+  shared ALiBi bias [1, heads, n, n] as a broadcast view: the padding needs no mask at all and
+  every sequence's attention is exactly the one it gets alone (as the original ran it).
+Nothing is truncated: inputs longer than the ALiBi size (`alibi_starting_size`) get a larger bias,
+as upstream does.
 """
 
 import json
@@ -25,6 +30,7 @@ from torch import nn
 from .errors import UserError
 from .hub import weight_files
 from .pooling import masked_mean, pad_batch
+from .weights import assign_weights, read_tensors
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +125,12 @@ class _Attention(nn.Module):
         self.self = _SelfAttention(config)
         self.output = _AttentionOutput(config)
 
-    def forward(self, x, bias):
+    def forward(self, x, attend):
         batch, length, hidden = x.shape
         # Wqkv rows are laid out (t h d): Q, K, V blocks, each split into heads.
         qkv = self.self.Wqkv(x).view(batch, length, 3, self.heads, hidden // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        context = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        context = attend(q, k, v)
         context = context.transpose(1, 2).reshape(batch, length, hidden)
         return self.output.LayerNorm(self.output.dense(context) + x)
 
@@ -150,8 +156,8 @@ class _Layer(nn.Module):
         self.attention = _Attention(config)
         self.mlp = _GatedMLP(config)
 
-    def forward(self, x, bias):
-        return self.mlp(self.attention(x, bias))
+    def forward(self, x, attend):
+        return self.mlp(self.attention(x, attend))
 
 
 class _Encoder(nn.Module):
@@ -168,79 +174,89 @@ class DnabertModel(nn.Module):
         self.config = config
         self.embeddings = _Embeddings(config)
         self.encoder = _Encoder(config)
-        self._alibi = None  # float32 [1, heads, size, size]; grown on demand, never saved
-
-    def _bias(self, attention_mask, dtype):
-        """ALiBi plus padding as one additive mask [batch, heads, length, length] in `dtype`."""
-        length = attention_mask.shape[1]
-        if self._alibi is None or self._alibi.shape[-1] < length or self._alibi.device != attention_mask.device:
-            size = max(self.config.alibi_starting_size, length)
-            if self._alibi is not None and length > self._alibi.shape[-1]:
-                log.debug("increasing ALiBi size from %d to %d", self._alibi.shape[-1], size)
-            self._alibi = alibi_bias(self.config.num_attention_heads, size, attention_mask.device)
-        bias = self._alibi[:, :, :length, :length].to(dtype)
-        padded_keys = ~attention_mask.bool()[:, None, None, :]
-        return bias.masked_fill(padded_keys, torch.finfo(dtype).min)
+        # ALiBi slopes, and the eager path's shared bias [1, heads, size, size] in the model's dtype
+        # (grown on demand); rebuilt, never saved.
+        self.register_buffer("alibi_slopes", torch.tensor(alibi_slopes(config.num_attention_heads)), persistent=False)
+        self.register_buffer("alibi", alibi_bias(config.num_attention_heads, config.alibi_starting_size), persistent=False)
 
     def forward(self, input_ids, attention_mask=None):
         """Final-layer hidden states [batch, length, hidden]; padded positions hold junk (mask them)."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         x = self.embeddings(input_ids)
-        bias = self._bias(attention_mask, x.dtype)
+        lengths = attention_mask.sum(1)
+        attend = self._attention(lengths, x.dtype)
         for layer in self.encoder.layer:
-            x = layer(x, bias)
+            x = layer(x, attend)
         return x
+
+    def _attention(self, lengths, dtype):
+        """FlexAttention inside a compiled graph; unpadded runs of equal length in eager."""
+        return self._flex(lengths) if torch.compiler.is_compiling() else self._unpadded(lengths, dtype)
+
+    def _flex(self, lengths):
+        """Attention for compiled graphs: FlexAttention, ALiBi and padding applied to each score."""
+        from torch.nn.attention.flex_attention import flex_attention
+
+        slopes = self.alibi_slopes
+
+        def alibi_and_padding(score, b, h, q, kv):
+            return torch.where(kv < lengths[b], score - slopes[h] * (q - kv).abs(), -float("inf"))
+
+        return lambda q, k, v: flex_attention(q, k, v, score_mod=alibi_and_padding)
+
+    def _unpadded(self, lengths, dtype):
+        """Eager attention: each run of rows of equal length n attends over its first n positions only
+        (no padding to mask), with the shared ALiBi bias; positions past n get zeros (junk, masked later)."""
+        lengths = lengths.tolist()
+        longest = max(lengths)
+        if self.alibi.shape[-1] < longest:
+            log.debug("increasing ALiBi size from %d to %d", self.alibi.shape[-1], longest)
+            self.alibi = alibi_bias(self.config.num_attention_heads, longest, self.alibi.device)
+        if self.alibi.dtype != dtype:
+            self.alibi = self.alibi.to(dtype)
+        runs = []  # (first row, end row, length)
+        for row, length in enumerate(lengths):
+            if runs and runs[-1][2] == length:
+                runs[-1][1] = row + 1
+            else:
+                runs.append([row, row + 1, length])
+
+        def attend(q, k, v):
+            if len(runs) == 1 and runs[0][2] == q.shape[2]:  # no padding at all
+                return F.scaled_dot_product_attention(q, k, v, attn_mask=self.alibi[:, :, :longest, :longest])
+            context = torch.zeros_like(q)
+            for first, end, n in runs:
+                context[first:end, :, :n] = F.scaled_dot_product_attention(
+                    q[first:end, :, :n], k[first:end, :, :n], v[first:end, :, :n], attn_mask=self.alibi[:, :, :n, :n])
+            return context
+
+        return attend
 
 
 def read_state_dict(folder):
-    """All tensors of the checkpoint, read without executing pickled code."""
-    state = {}
-    for path in weight_files(folder):
-        if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            state.update(load_file(path))
-        else:
-            try:
-                state.update(torch.load(path, map_location="cpu", weights_only=True))
-            except Exception as err:  # pickle errors come in many types
-                raise UserError(f"{path}: cannot read weights safely: {err}") from None
-    return state
+    """All tensors of the checkpoint as they are stored, read without executing pickled code."""
+    return dict(read_tensors(weight_files(folder)))
 
 
-def checkpoint_to_module_keys(state):
-    """Map a checkpoint to this module's keys: drop `bert.` (DNABERT-2 MLM checkpoints) and the
-    documented unused keys; everything else must match exactly."""
-    if any(key.startswith("bert.") for key in state):
-        state = {key[len("bert."):] if key.startswith("bert.") else key: value for key, value in state.items()}
-    ignored = sorted(key for key in state if key.startswith(IGNORED_KEY_PREFIXES))
-    if ignored:
-        log.debug("ignoring %d checkpoint tensors not used for embeddings: %s", len(ignored), ", ".join(ignored))
-    return {key: value for key, value in state.items() if key not in ignored}
+def checkpoint_to_module_keys(tensors):
+    """(name, tensor) pairs under this module's keys: `bert.` dropped (DNABERT-2 MLM checkpoints)."""
+    for key, value in tensors:
+        yield (key[len("bert."):] if key.startswith("bert.") else key), value
 
 
 def load_dnabert(folder, device="cpu", dtype=torch.float32):
-    """Build the native module from a DNABERT-S/DNABERT-2 folder; a missing or unexpected weight is an error."""
+    """Build the native module from a DNABERT-S/DNABERT-2 folder, each weight read straight to `device`
+    in `dtype`; a missing or unexpected weight is an error naming it (the unused keys of
+    IGNORED_KEY_PREFIXES excepted)."""
     config = DnabertConfig.from_folder(folder)
-    model = DnabertModel(config)
-    state = checkpoint_to_module_keys(read_state_dict(folder))
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append("missing weights: " + ", ".join(missing))
-        if unexpected:
-            parts.append("unexpected weights: " + ", ".join(unexpected))
-        raise UserError(f"{folder}: checkpoint does not match DNABERT-S ({'; '.join(parts)})")
-    for key, value in state.items():
-        if value.shape != expected[key].shape:
-            raise UserError(f"{folder}: weight {key} has shape {tuple(value.shape)}, "
-                            f"config.json implies {tuple(expected[key].shape)}")
-    model.load_state_dict({key: value.float() for key, value in state.items()}, strict=True)
-    return model.to(device=device, dtype=dtype).eval()
+    with torch.device("meta"):
+        model = DnabertModel(config)
+    tensors = checkpoint_to_module_keys(read_tensors(weight_files(folder), device, dtype))
+    assign_weights(model, tensors, folder, "DNABERT-S", ignore=lambda key: key.startswith(IGNORED_KEY_PREFIXES))
+    model.alibi_slopes = torch.tensor(alibi_slopes(config.num_attention_heads), device=device)
+    model.alibi = alibi_bias(config.num_attention_heads, config.alibi_starting_size, device).to(dtype)
+    return model.eval()
 
 
 class DnabertTokenizer:

@@ -70,31 +70,43 @@ class EsmTokens:
 
 
 def load_esm(folder, device="cpu", dtype=torch.float32):
-    """EsmModel (no pooler) from a `save_pretrained` folder (EsmModel or EsmForMaskedLM weights).
+    """EsmModel (no pooler) from a `save_pretrained` folder (EsmModel or EsmForMaskedLM weights),
+    built on the meta device and filled one weight at a time straight on `device` in `dtype`: the
+    host never holds the model in the checkpoint's dtype (a 3B fp32 checkpoint in bf16 on the CPU
+    peaks near the bf16 size, not three times it). A weight the model needs but the checkpoint lacks
+    is an error naming it (transformers would fill it with random numbers and only warn); the
+    checkpoint's extra tensors (the MLM and contact heads) are ignored."""
+    from transformers import EsmConfig, EsmModel
 
-    A weight the model needs but the checkpoint lacks is an error (transformers would otherwise
-    fill it with random numbers and only warn)."""
-    import transformers
-    from transformers import EsmModel
+    from .hub import weight_files
+    from .weights import assign_weights, read_tensors
 
     if not os.path.isfile(os.path.join(folder, "config.json")):
         raise UserError(f"{folder}: no config.json (not an ESM model folder)")
-    dtype_arg = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()  # the unused lm_head of EsmForMaskedLM files is expected
-    transformers.logging.disable_progress_bar()
-    try:
-        model, info = EsmModel.from_pretrained(
-            folder, add_pooling_layer=False, output_loading_info=True, attn_implementation="sdpa", **{dtype_arg: dtype}
-        )
-    finally:
-        transformers.logging.set_verbosity(verbosity)
-        transformers.logging.enable_progress_bar()
-    unused = ("position_ids", "inv_freq", "contact_head")  # buffers, and a head embeddings never use
-    missing = [key for key in info.get("missing_keys", []) if not any(part in key for part in unused)]
-    if missing:
-        raise UserError(f"{folder}: checkpoint lacks ESM weights: {', '.join(sorted(missing))}")
-    return model.to(device).eval()
+    config = EsmConfig.from_pretrained(folder)
+    config._attn_implementation = "sdpa"
+    with torch.device("meta"):
+        model = EsmModel(config, add_pooling_layer=False)
+    tensors = ((_module_key(key), value) for key, value in read_tensors(weight_files(folder), device, dtype))
+    assign_weights(model, tensors, folder, "ESM-2", ignore=lambda key: True,
+                   rebuilt=lambda key: key.endswith(("inv_freq", "position_ids")))
+    for name, buffer in list(model.named_buffers()):  # rebuilt in float32, as transformers computes them
+        owner_name, _, attr = name.rpartition(".")
+        owner = model.get_submodule(owner_name)
+        if attr == "inv_freq":
+            setattr(owner, attr, owner.compute_default_rope_parameters(config)[0].to(device))
+        elif attr == "position_ids":
+            setattr(owner, attr, torch.arange(buffer.shape[-1], device=device).expand(1, -1))
+        elif buffer.is_meta:
+            raise UserError(f"{folder}: this transformers version's EsmModel has a buffer {name} virnucpro cannot rebuild")
+    return model.eval()
+
+
+def _module_key(key):
+    """EsmModel's name for a checkpoint key: no `esm.` prefix (EsmForMaskedLM files), and LayerNorm
+    `gamma`/`beta` as `weight`/`bias` (the legacy names transformers also renames on loading)."""
+    key = key[len("esm."):] if key.startswith("esm.") else key
+    return key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
 
 
 def residue_mask(mask):

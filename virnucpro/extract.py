@@ -11,9 +11,15 @@ How the work flows (memory stays flat whatever the input size, beyond one id per
 - the calling thread feeds the device: copies without blocking, the forward pass and the pooled mean;
   results are copied back asynchronously;
 - a writer thread checks every vector is finite, puts each window back in input order and writes
-  it as one contiguous slab to `<output>.partial`, then marks the window done: a killed run
-  resumes after its last complete window. Padding is masked, so a vector does not depend on its
-  batch; the windows are fixed by the input, so a resumed run writes the same bits.
+  it as one contiguous slab to `.<output name>.virnucpro-partial`, then marks the window done: a killed run
+  resumes after its last complete window.
+
+What is reproducible (README, Reproducibility): padding is masked, so a vector does not depend on
+its batch beyond rounding. Bit for bit: the same command on the same input, CPU, fp32, resumed or
+not: windows and batches follow from the input and the settings alone (never from how far a
+thread got), the thread count is fixed before every file (`pooling.fix_cpu_threads`) and the
+out-of-memory split size is saved with the partial file. Within a tolerance only: other
+--batch_tokens, --block_size, --threads, workers or shards (other rounding), a GPU, bf16/fp16.
 
 Devices: one device in this process; with several GPUs (`--gpus N`) or CPU workers
 (`--workers N`), one spawned worker per device loads the model once (`parallel.ordered_map`).
@@ -36,11 +42,11 @@ import numpy as np
 
 from . import __version__
 from .errors import UserError
-from .embeddings_h5 import IDENTITY_ATTRS, PartialEmbeddings, partial_path, read_attrs
+from .embeddings_h5 import IDENTITY_ATTRS, PartialEmbeddings, content_matches, partial_path, read_attrs
 from .fasta import read_fasta
 from .hub import model_folder
 from .outputs import exclusive
-from .parallel import available_cpus, end_pool, ordered_map, start_pool
+from .parallel import available_cpus, cap_workers, end_pool, model_worker_memory, ordered_map, start_pool
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +88,24 @@ def model_dim(kind, folder):
 # ---------------------------------------------------------------- devices and models
 
 
+_WARNED = set()
+
+
+def warn_if_gpu_unused():
+    """--device auto falling back to the CPU on a machine with an NVIDIA GPU (its driver in /proc,
+    or nvidia-smi on PATH) because this torch is a CPU-only build: one warning line, once."""
+    import shutil
+
+    import torch
+
+    if "gpu" in _WARNED or torch.version.cuda is not None:
+        return
+    if os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi"):
+        _WARNED.add("gpu")
+        log.warning("this machine has an NVIDIA GPU but torch %s is a CPU-only build, so --device auto runs on "
+                    "the CPU; install torch's CUDA build to use the GPU (README, Quick start)", torch.__version__)
+
+
 def plan_devices(device="auto", gpus=None, workers=1):
     """Device names, one per worker: CPU workers, every visible GPU (or --gpus N), or one named GPU."""
     import torch
@@ -89,6 +113,8 @@ def plan_devices(device="auto", gpus=None, workers=1):
     device = str(device)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cpu":
+            warn_if_gpu_unused()
     if device == "cpu":
         return ["cpu"] * max(1, int(workers or 1))
     if not re.fullmatch(r"cuda(:\d+)?", device):
@@ -116,7 +142,7 @@ def resolve_precision(precision, device_type):
 
 
 def resolve_compile(compile, device_type):
-    """auto: torch.compile ESM-2 on a GPU (fused kernels pay there; on a CPU compiling costs more than it saves)."""
+    """auto: torch.compile the model on a GPU (fused kernels pay there; on a CPU compiling costs more than it saves)."""
     value = {True: "on", False: "off"}.get(compile, compile)
     if value not in COMPILE:
         raise UserError(f"--compile {compile}: use one of {', '.join(COMPILE)}")
@@ -145,16 +171,14 @@ class Runner:
     A batch that runs out of device memory is split in two and retried (`pooling.OomSplitter`)."""
 
     def __init__(self, kind, model, device, compile=False):
-        import torch
-
         if kind == "dnabert":
             from .dnabert import pooled
         else:
             from .esm import pooled
+        from .pooling import CompiledOrEager, OomSplitter
 
-            if compile:  # shapes repeat (lengths in multiples of 8), so recompiles stay few
-                model = torch.compile(model)
-        from .pooling import OomSplitter
+        if compile:  # one graph for every shape; eager with one warning if compiling fails
+            model = CompiledOrEager(model)
 
         self.kind, self.model, self.pooled, self.device = kind, model, pooled, device
         self.forward = OomSplitter(lambda ids, mask: self.pooled(self.model, ids, mask), device)
@@ -183,23 +207,32 @@ def _init_pool_worker(kind, folder, devices, precision, compile, threads):
     """Load the model once per worker process; `devices` is a queue of device names, one per worker.
     A failure (bad checkpoint, CUDA error) is kept and raised by the worker's first task, so the
     parent gets the error itself; an initializer that raises only breaks the pool."""
-    import torch
-
     try:
-        torch.set_num_threads(threads)
+        from .pooling import fix_cpu_threads
+
+        fix_cpu_threads(threads)
         _WORKER["runner"] = load_runner(kind, folder, devices.get(), precision, compile)
     except Exception as err:
         _WORKER["error"] = err
 
 
 def _embed_in_worker(task):
-    """Pooled embeddings (numpy float32) of one padded batch, in a pool worker's model."""
+    """(pooled embeddings as numpy float32, out-of-memory split size) of one padded batch, in a pool
+    worker's model; the task carries the smallest split size known to the parent."""
     import torch
 
     if "error" in _WORKER:
         raise _WORKER["error"]
-    ids, mask = task
-    return _WORKER["runner"](torch.from_numpy(ids), torch.from_numpy(mask)).cpu().numpy()
+    ids, mask, oom_split = task
+    runner = _WORKER["runner"]
+    runner.forward.too_big = _smaller(runner.forward.too_big, oom_split)
+    vectors = runner(torch.from_numpy(ids), torch.from_numpy(mask)).cpu().numpy()
+    return vectors, runner.forward.too_big
+
+
+def _smaller(a, b):
+    """The smaller of two optional sizes (None: unknown)."""
+    return b if a is None else a if b is None else min(a, b)
 
 
 # ---------------------------------------------------------------- planning
@@ -258,11 +291,12 @@ def _quiet(record):
 class _Batch:
     """One padded batch of one window: `rows` are positions within the window starting at `start`."""
 
-    __slots__ = ("start", "count", "rows", "last", "ids", "mask", "tokens")
+    __slots__ = ("start", "count", "rows", "last", "ids", "mask", "tokens", "oom_split")
 
     def __init__(self, start, count, rows, last, ids, mask, tokens):
         self.start, self.count, self.rows, self.last = start, count, rows, last
         self.ids, self.mask, self.tokens = ids, mask, tokens
+        self.oom_split = None  # the out-of-memory split size known once this batch was embedded
 
 
 def _prefetch(iterable, depth):
@@ -357,7 +391,7 @@ class _Writer:
                 batch, result = item
                 if isinstance(result, tuple):
                     host, event = result
-                    event.synchronize()
+                    event.synchronize()  # a blocking event: this thread sleeps, it does not spin a core
                     result = host.numpy()
                 finite = np.isfinite(result).all(axis=1)
                 if not finite.all():
@@ -369,6 +403,8 @@ class _Writer:
                     window = np.empty((batch.count, self.dim), dtype=np.float32)
                 window[batch.rows] = result
                 if batch.last:
+                    if batch.oom_split is not None:  # as it was when this window was done: a resumed run goes on from there
+                        self.partial.remember_oom_split(batch.oom_split)
                     self.partial.write_block(batch.start, window)
                     window = None
         except BaseException as err:
@@ -404,6 +440,8 @@ class Embedder:
         self.compile = resolve_compile(compile, self.device_type)
         self.model_name = str(model or DEFAULT_MODELS[kind])
         self.folder, self.revision = resolve_model(kind, model)
+        if self.device_type == "cpu" and len(self.devices) > 1:  # each CPU worker holds its own model
+            self.devices = self.devices[: cap_workers(len(self.devices), model_worker_memory(self.folder), f"{kind} worker")]
         self.batch_tokens = int(batch_tokens or DEFAULT_BATCH_TOKENS[kind, self.device_type])
         self.threads = int(threads or available_cpus())
         if kind == "esm":
@@ -416,6 +454,8 @@ class Embedder:
             self.tokenizer = DnabertTokenizer(self.folder)
         self.dim = model_dim(kind, self.folder)
         self.runner = self.pool = None
+        #: Smallest padded batch size that ran out of device memory (`pooling.OomSplitter`), kept in the partial file.
+        self.oom_split = None
 
     def __enter__(self):
         return self
@@ -438,7 +478,7 @@ class Embedder:
 
     def embed(self, input, output, overwrite=False, block_size=DEFAULT_BLOCK_SIZE, redo=False):
         """Embed every sequence of `input` into the HDF5 file `output`; returns its path. Skips a
-        complete output made the same way; resumes a killed run from `<output>.partial`. An output
+        complete output made the same way; resumes a killed run from its hidden `.virnucpro-partial` file. An output
         made differently is refused, or with `redo` (a caller that owns the folder) made again.
         Holds an exclusive lock on `output` throughout: a second run on it stops at once."""
         _check_positive("block_size", block_size)
@@ -450,10 +490,13 @@ class Embedder:
             if os.path.exists(output) and not overwrite:
                 existing = read_attrs(output)
                 differs = [key for key in IDENTITY_ATTRS if existing is None or existing.get(key) != attrs[key]]
-                if not differs:
+                if not differs and content_matches(output, "embeddings"):
                     log.info("%s already complete, skipping (use --overwrite to redo)", output)
                     return output
-                if redo:
+                if not differs:  # its record proves it is ours, its content says it was damaged or edited since
+                    log.warning("%s differs from what its record vouches for (edited or damaged since it was made): "
+                                "making it again", output)
+                elif redo:
                     log.info("%s was made differently (%s differ): making it again", output, ", ".join(differs))
                 else:
                     raise UserError(f"{output} exists but was made differently ({', '.join(differs)} differ); "
@@ -464,6 +507,7 @@ class Embedder:
                               block_size=block_size, layout=PARTIAL_LAYOUT)
             resume_key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()
             partial = PartialEmbeddings(output, ids, self.dim, attrs, resume_key)
+            self.oom_split = _smaller(self.oom_split, partial.oom_split_tokens)  # a resumed run splits the same way
             try:
                 self._fill(input, ids, partial, block_size)
                 windows = math.ceil(len(ids) / block_size)
@@ -505,15 +549,20 @@ class Embedder:
         import torch
 
         if len(self.devices) == 1:
+            from .pooling import fix_cpu_threads
+
+            fix_cpu_threads(self.threads)
             if self.runner is None:
-                torch.set_num_threads(self.threads)
                 self.runner = load_runner(self.kind, self.folder, self.devices[0], self.precision, self.compile)
+            splitter = self.runner.forward
             for batch in batches:
+                splitter.too_big = _smaller(splitter.too_big, self.oom_split)
                 vectors = self.runner(batch.ids, batch.mask)
+                self.oom_split = batch.oom_split = splitter.too_big
                 if vectors.device.type == "cuda":  # copy back without blocking; the writer waits for it
                     host = torch.empty(vectors.shape, dtype=vectors.dtype, pin_memory=True)
                     host.copy_(vectors, non_blocking=True)
-                    event = torch.cuda.Event()
+                    event = torch.cuda.Event(blocking=True)
                     event.record()
                     yield batch, (host, event)
                 else:
@@ -533,12 +582,15 @@ class Embedder:
         def tasks():
             for batch in batches:
                 pending.put(batch)
-                yield batch.ids.numpy(), batch.mask.numpy()
+                yield batch.ids.numpy(), batch.mask.numpy(), self.oom_split
 
         results = ordered_map(_embed_in_worker, tasks(), len(self.devices), max_in_flight=2 * len(self.devices),
                               pool=self.pool)
-        for vectors in results:
-            yield pending.get(), vectors
+        for vectors, oom_split in results:
+            self.oom_split = _smaller(self.oom_split, oom_split)
+            batch = pending.get()
+            batch.oom_split = self.oom_split
+            yield batch, vectors
 
     def _fill(self, input, ids, partial, block_size):
         """Embed the windows not yet in `partial`, overlapping reading, the device and writing."""
@@ -602,7 +654,7 @@ def extract(kind, input, output, model=None, device="auto", precision="auto", ba
     """Embed sequences with DNABERT-S or ESM-2 into an HDF5 file.
 
     Usage: virnucpro-extract dnabert|esm --input FASTA --output H5 [flags]
-    A complete output made the same way is skipped; a killed run resumes from <output>.partial;
+    A complete output made the same way is skipped; a killed run resumes from .<output name>.virnucpro-partial;
     a second run on the same --output stops at once.
 
     Args:
@@ -613,7 +665,7 @@ def extract(kind, input, output, model=None, device="auto", precision="auto", ba
       device: auto (a GPU if there is one), cpu, cuda (every visible GPU, or --gpus N) or cuda:N.
       precision: auto, fp32, bf16 or fp16; auto = bf16 on a GPU, fp32 (exact) on a CPU.
       batch_tokens: padded tokens per batch. Default: 65536 (dnabert) / 32768 (esm) on a GPU, 8192 / 4096 on a CPU.
-      compile: auto, on or off: torch.compile ESM-2; auto = on for a GPU, off on a CPU.
+      compile: auto, on or off: torch.compile the model (eager, with one warning, if compiling fails); auto = on for a GPU.
       threads: torch threads. Default: the CPUs this process may use (split among --workers).
       workers: CPU worker processes, each with its own model.
       gpus: how many GPUs to use with --device cuda. Default: all visible.
@@ -625,3 +677,7 @@ def extract(kind, input, output, model=None, device="auto", precision="auto", ba
     extract_embeddings(kind, input, output, model=model, device=device, precision=precision, batch_tokens=batch_tokens,
                        gpus=gpus, workers=workers, overwrite=overwrite, block_size=block_size, compile=compile,
                        threads=threads, max_residues=max_residues)
+
+
+#: `virnucpro-extract dnabert|esm ...`: the first bare word is --kind (cli checks it with the options).
+extract.subcommand = ("kind", ("dnabert", "esm"))

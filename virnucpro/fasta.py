@@ -5,11 +5,13 @@ input stops the tool with one line that names the file, the record and the probl
 """
 
 import gzip
+import io
 import logging
 import os
 
 from .errors import UserError
 from .names import FASTA_EXTENSIONS, stem  # noqa: F401  (stem: the tools' name rule, used with FASTA input)
+from .tsv import MAX_ID_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +25,65 @@ _PROTEIN_ONLY = set(b"EFILPQefilpq")
 _U_AS_T = bytes.maketrans(b"Uu", b"Tt")
 
 
-def open_text_or_gzip(path):
-    """Open a file for binary line reading, transparently un-gzipping by magic number (not name)."""
+class _Hashing(io.RawIOBase):
+    """A file read through this feeds every byte read into `digest`: the identity of an input is
+    then what was really read, not what was on disk at another moment."""
+
+    def __init__(self, handle, digest):
+        self.handle, self.digest = handle, digest
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        count = self.handle.readinto(buffer)
+        if count:
+            self.digest.update(memoryview(buffer)[:count])
+        return count
+
+    def tell(self):
+        return self.handle.tell()
+
+    def close(self):
+        self.handle.close()
+        super().close()
+
+
+class _GzipClosingFile(gzip.GzipFile):
+    """A GzipFile over an open file object that also closes that object."""
+
+    def __init__(self, raw):
+        super().__init__(fileobj=raw, mode="rb")
+        self._raw = raw
+
+    def close(self):
+        try:
+            super().close()
+        finally:
+            self._raw.close()
+
+
+def file_state(path):
+    """(size, modification time, inode, device) of a file: compared before and after a read."""
+    info = os.stat(path)
+    return info.st_size, info.st_mtime_ns, info.st_ino, info.st_dev
+
+
+def check_unchanged(path, before, digest_before, digest_read):
+    """One line if the file at `path` changed while it was read: its state is not `before` (from
+    `file_state`), or the bytes read (`digest_read`) are not those hashed before (`digest_before`)."""
+    try:
+        now = file_state(path)
+    except OSError:
+        now = None
+    if now != before or digest_read != digest_before:
+        raise UserError(f"{path}: changed while it was read (size, time, inode or content differ from the start of "
+                        "the run); nothing was written: rerun once the file is complete")
+
+
+def open_text_or_gzip(path, digest=None):
+    """Open a file for binary line reading, transparently un-gzipping by magic number (not name);
+    with `digest` (a hashlib object), every byte read from the file (compressed, for gzip) feeds it."""
     if not os.path.exists(path):
         raise UserError(f"{path}: no such file")
     if os.path.isdir(path):
@@ -33,6 +92,9 @@ def open_text_or_gzip(path):
         raise UserError(f"{path}: not a regular file (a pipe or device can be read only once); save it to a file first")
     with open(path, "rb") as probe:
         magic = probe.read(2)
+    if digest is not None:
+        raw = io.BufferedReader(_Hashing(open(path, "rb", buffering=0), digest), 1 << 20)
+        return _GzipClosingFile(raw) if magic == b"\x1f\x8b" else raw
     if magic == b"\x1f\x8b":
         return gzip.open(path, "rb")
     return open(path, "rb", buffering=1 << 20)
@@ -69,13 +131,14 @@ def _check_letters(path, number, record_id, seq, allowed, kind):
     )
 
 
-def read_fasta(path, alphabet="nucleotide", allow_empty_file=False, check_duplicates=True, progress=None):
+def read_fasta(path, alphabet="nucleotide", allow_empty_file=False, check_duplicates=True, progress=None, digest=None):
     """Yield (record_id, sequence) as str for each non-empty record of a FASTA file.
 
     alphabet: 'nucleotide', 'protein' or None (no letter check). Empty records are skipped
     with a warning naming them; RNA (U for T) in a nucleotide file is read as DNA, with a warning. Raises UserError for a missing, empty (unless allow_empty_file)
     or non-FASTA file, a bad letter, or a duplicate id. `progress` (a tqdm whose total is the
-    file's size on disk) is advanced by the bytes read, compressed bytes for gzip.
+    file's size on disk) is advanced by the bytes read, compressed bytes for gzip. `digest` (a
+    hashlib object) is fed every byte read from the file (`open_text_or_gzip`).
     """
     allowed = {"nucleotide": NUCLEOTIDE_LETTERS, "protein": PROTEIN_LETTERS, None: None}[alphabet]
     seen = set() if check_duplicates else None
@@ -103,7 +166,7 @@ def read_fasta(path, alphabet="nucleotide", allow_empty_file=False, check_duplic
         except UnicodeDecodeError:
             raise UserError(f"{path}: record {number} '{record_id}': sequence is not ASCII text") from None
 
-    with open_text_or_gzip(path) as handle:
+    with open_text_or_gzip(path, digest) as handle:
         raw = getattr(handle, "fileobj", handle)
         done = 0
         try:
@@ -118,6 +181,9 @@ def read_fasta(path, alphabet="nucleotide", allow_empty_file=False, check_duplic
                         if seq is not None:
                             yield record_id, seq
                     number += 1
+                    if b"\r" in line.rstrip(b"\r\n"):
+                        raise UserError(f"{path}: line {line_number}: CR-only (classic Mac) line ends; convert them "
+                                        "to LF first, e.g. tr '\\r' '\\n' < in.fa > out.fa")
                     header = line[1:].strip()
                     try:
                         record_id = header.split(None, 1)[0].decode("utf-8") if header else ""
@@ -125,6 +191,9 @@ def read_fasta(path, alphabet="nucleotide", allow_empty_file=False, check_duplic
                         raise UserError(f"{path}: record {number}: header is not UTF-8 text") from None
                     if not record_id:
                         raise UserError(f"{path}: record {number} (line {line_number}): header has no id")
+                    if len(record_id) > MAX_ID_LENGTH:
+                        raise UserError(f"{path}: record {number} (line {line_number}): id of {len(record_id)} "
+                                        f"characters ('{record_id[:40]}...'); at most {MAX_ID_LENGTH} are accepted")
                     if seen is not None:
                         if record_id in seen:
                             raise UserError(f"{path}: record {number}: duplicate id '{record_id}'")

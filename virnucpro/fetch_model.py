@@ -84,6 +84,7 @@ def fetch_model_snapshot(model, outdir, revision="main", overwrite=False):
     os.remove(os.path.join(partial, _FETCHING))
     fetched = sorted(os.path.relpath(os.path.join(root, name), partial)
                      for root, _, names in os.walk(partial) for name in names)
+    fetched = [name for name in fetched if name != RECORD]  # a repo's own file of that name is replaced below
     record = dict(model=model, revision=revision, commit=commit, files=fetched, virnucpro_version=__version__)
     with open(os.path.join(partial, RECORD), "w") as handle:
         json.dump(record, handle, indent=1, sort_keys=True)

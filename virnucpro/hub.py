@@ -153,3 +153,57 @@ def weights_digest(folder):
             _DIGESTS[key] = file_sha256(path)
         combined.update(_DIGESTS[key].encode())
     return "sha256:" + combined.hexdigest()
+
+
+def _cached_folder(model):
+    """The hub cache's snapshot folder of `model` when it holds the configs and a weight file, else None
+    (never the network)."""
+    import huggingface_hub
+
+    for weights in WEIGHT_PATTERNS:
+        try:
+            folder = huggingface_hub.snapshot_download(model, allow_patterns=COMMON_PATTERNS + weights,
+                                                       local_files_only=True)
+        except Exception:  # not cached (LocalEntryNotFoundError and the like)
+            continue
+        if any(fnmatch.fnmatch(name, pattern) for name in os.listdir(folder) for pattern in weights):
+            return folder
+    return None
+
+
+def check_model(model, option):
+    """Before any work: `model` (as given to `option`, e.g. --esm_model) is a model folder with its
+    weights, or a hub id that the local cache holds or the hub has; else one line naming `option`.
+    Returns the cached folder of a hub id, or None."""
+    import huggingface_hub.constants
+
+    model = str(model)
+    if os.path.isdir(model):
+        if not os.path.isfile(os.path.join(model, "config.json")):
+            raise UserError(f"{option} {model}: not a model folder (no config.json)")
+        try:
+            weight_files(model)
+        except UserError:
+            raise UserError(f"{option} {model}: a model folder without weights "
+                            "(model.safetensors or pytorch_model.bin)") from None
+        return None
+    if os.path.exists(model):
+        raise UserError(f"{option} {model}: a file, not a model folder or a hub id")
+    if not is_hub_id(model):
+        raise UserError(f"{option} {model}: no such model folder (nor a hub id such as facebook/esm2_t36_3B_UR50D)")
+    cached = _cached_folder(model)
+    if cached:
+        return cached
+    fetch = (f"fetch it on a machine with network (virnucpro-fetch-model --model {model} --outdir DIR) "
+             f"and pass {option} DIR")
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        raise UserError(f"{option} {model}: no such model folder, and not in the local Hugging Face cache "
+                        f"(HF_HUB_OFFLINE is set, so nothing is downloaded); {fetch}")
+    try:
+        resolve(model)
+    except UserError as err:
+        raise UserError(f"{option} {model}: no such model folder, and the hub says: {str(err).split(': ', 1)[-1]}") from None
+    except Exception as err:  # network down, proxy, DNS...
+        raise UserError(f"{option} {model}: no such model folder, not in the local Hugging Face cache, and the hub "
+                        f"cannot be reached ({type(err).__name__}); {fetch}") from None
+    return None

@@ -6,9 +6,12 @@
   2 layers and a small MLP so it runs fast on CPU.
 - `DIR/esm`: what `EsmForMaskedLM.save_pretrained` writes (plus the ESM tokenizer files), hidden
   size 2560 as ESM-2 3B, one layer and a small MLP.
-- `DIR/classifier.pth`: a 3328->512->2 MLP pickled whole (`torch.save(model)`) from a script whose
-  `__main__` defines `MLPClassifier`, as the original training script saved `500_model.pth`; its
-  BatchNorm running statistics are random so a loader that ignores them gives different scores.
+- `DIR/classifier.pth` (500 bp chunks) and `DIR/classifier_300.pth` (300 bp): a 3328->512->2 MLP
+  pickled whole (`torch.save(model)`) from a script whose `__main__` defines `MLPClassifier`, as the
+  original training script saved `500_model.pth`; its BatchNorm running statistics are random so a
+  loader that ignores them gives different scores. Unlike the published files, each records
+  `virnucpro = {chunk_size, test_model}` (read by `classifier.load_classifier`); the model folders
+  record `test_model` in their `virnucpro_model.json`.
 
 Weights are random (fixed seeds): the models compute nothing meaningful, only in the right shapes.
 """
@@ -81,9 +84,10 @@ class MLPClassifier(nn.Module):
         return self.output_layer(x)
 
 
-path, seed = sys.argv[1], int(sys.argv[2])
+path, seed, chunk_size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 torch.manual_seed(seed)
 model = MLPClassifier(3328, 512, 2)
+model.virnucpro = {"chunk_size": chunk_size, "test_model": True}  # what the loader reads as its metadata
 with torch.no_grad():
     model.bn1.running_mean.normal_(0.0, 0.5)
     model.bn1.running_var.uniform_(0.25, 4.0)
@@ -184,10 +188,26 @@ def make_esm(folder, seed=ESM_SEED):
     return folder
 
 
-def make_classifier(path, seed=CLASSIFIER_SEED):
-    """Pickle the MLP from a fresh interpreter so its class is `__main__.MLPClassifier`."""
-    subprocess.run([sys.executable, "-c", _CLASSIFIER_SCRIPT, path, str(seed)], check=True)
+def make_classifier(path, seed=CLASSIFIER_SEED, chunk_size=500):
+    """Pickle the MLP from a fresh interpreter so its class is `__main__.MLPClassifier`, recording
+    its chunk size and that it is a test model (the published files record nothing)."""
+    subprocess.run([sys.executable, "-c", _CLASSIFIER_SCRIPT, path, str(seed), str(chunk_size)], check=True)
     return path
+
+
+def make_classifier_300(path):
+    """The test classifier for 300 bp chunks (other weights, like the published 300_model.pth)."""
+    return make_classifier(path, seed=CLASSIFIER_SEED + 300, chunk_size=300)
+
+
+def mark_test_model(folder):
+    """Record in the model folder (MODEL_RECORD, as virnucpro-fetch-model records a hub model) that
+    it is a random test model, so a run made with it says so on its report."""
+    from .names import MODEL_RECORD
+
+    with open(os.path.join(folder, MODEL_RECORD), "w") as handle:
+        json.dump({"model": f"virnucpro-test-{os.path.basename(folder)}", "test_model": True}, handle, indent=2)
+    os.chmod(os.path.join(folder, MODEL_RECORD), 0o644)
 
 
 def build_atomically(final, build):
@@ -208,10 +228,12 @@ def build_atomically(final, build):
 
 
 def make_test_models(outdir):
-    """Build all three test models under `outdir`; returns dict(dnabert=, esm=, classifier=) paths."""
+    """Build the test models under `outdir`; returns dict(dnabert=, esm=, classifier=, classifier_300=) paths."""
     from .names import TEST_MODELS
 
-    makers = dict(dnabert=make_dnabert, esm=make_esm, classifier=make_classifier)
+    makers = dict(dnabert=lambda path: mark_test_model(make_dnabert(path)) or path,
+                  esm=lambda path: mark_test_model(make_esm(path)) or path,
+                  classifier=make_classifier, classifier_300=make_classifier_300)
     paths = {what: build_atomically(os.path.join(outdir, TEST_MODELS[what]), make) for what, make in makers.items()}
     log.info("test models written to %s", outdir)
     return paths
@@ -220,8 +242,13 @@ def make_test_models(outdir):
 def main(outdir, verbose=False):
     """Write tiny random DNABERT-S, ESM-2 and classifier models (real formats) to --outdir.
 
+    Usage: virnucpro-make-test-models --outdir DIR
+    DIR/classifier.pth is for 500 bp chunks (--chunk_size 500), DIR/classifier_300.pth for 300;
+    each records its chunk size and, like the two model folders, that it is a test model, so a
+    run made with them says so on its report. Their scores mean nothing.
+
     Args:
-      outdir: folder for DIR/dnabert, DIR/esm and DIR/classifier.pth (created if needed).
+      outdir: folder for DIR/dnabert, DIR/esm, DIR/classifier.pth and DIR/classifier_300.pth (created if needed).
       verbose: debug logging.
     """
     make_test_models(outdir)

@@ -146,10 +146,11 @@ def _progress(n_rows, name):
 def merge_record(nucleotide, protein, skip_missing):
     """What a features file is made from: each input's identity (the identity attributes extract
     records, or the bytes' SHA-256 for other files) and the skip_missing setting."""
-    from .embeddings_h5 import IDENTITY_ATTRS
+    from .embeddings_h5 import CONTENT_DIGEST, IDENTITY_ATTRS
 
-    return {"nucleotide": input_identity(nucleotide, IDENTITY_ATTRS),
-            "protein": input_identity(protein, IDENTITY_ATTRS), "skip_missing": bool(skip_missing)}
+    identity = IDENTITY_ATTRS + (CONTENT_DIGEST,)  # an input remade with other content is another input
+    return {"nucleotide": input_identity(nucleotide, identity),
+            "protein": input_identity(protein, identity), "skip_missing": bool(skip_missing)}
 
 
 def recorded_merge(path):
@@ -178,7 +179,10 @@ def merge_features(nucleotide, protein, output, skip_missing=False, overwrite=Fa
     output = str(output)
     record = merge_record(nucleotide, protein, skip_missing)
     with exclusive(output, f"merged features {output}"):
-        if reuse_existing([output], recorded_merge(output), record, overwrite, redo, "merged features"):
+        from .embeddings_h5 import content_matches
+
+        if reuse_existing([output], recorded_merge(output), record, overwrite, redo, "merged features",
+                          check=lambda: [] if content_matches(output, "features") else [os.path.basename(output)]):
             return output
         remove_own_temps(output)
         return _merge(nucleotide, protein, output, skip_missing, block_rows, record)
@@ -189,15 +193,17 @@ def _merge(nucleotide, protein, output, skip_missing, block_rows, record):
 
     import h5py
 
+    from .embeddings_h5 import CONTENT_DIGEST, ContentDigest
+
     with EmbeddingInput(nucleotide, "nucleotide") as nucl, EmbeddingInput(protein, "protein") as prot:
         nucl_rows, prot_rows = _join(nucl, prot, skip_missing)
         n_rows = len(nucl_rows)
         width = nucl.dim + prot.dim
         with atomic_paths([output]) as (tmp,):
             with h5py.File(tmp, "w") as out:
-                out.create_dataset(
-                    "ids", data=[nucl.ids[r] for r in nucl_rows], dtype=h5py.string_dtype("utf-8"), shape=(n_rows,)
-                )
+                ids = [nucl.ids[r] for r in nucl_rows]
+                digest = ContentDigest(ids)
+                out.create_dataset("ids", data=ids, dtype=h5py.string_dtype("utf-8"), shape=(n_rows,))
                 features = out.create_dataset("features", shape=(n_rows, width), dtype=np.float32)
                 progress = _progress(n_rows, os.path.basename(output))
                 for start in range(0, n_rows, block_rows):
@@ -207,6 +213,7 @@ def _merge(nucleotide, protein, output, skip_missing, block_rows, record):
                     prot.read_into(prot_rows[start:stop], block, slice(nucl.dim, width))
                     _check_finite(block, nucl.ids, nucl_rows[start:stop], nucl.path, prot.path)
                     features.write_direct(block, dest_sel=np.s_[start:stop])
+                    digest.update(start, block)
                     if progress is not None:
                         progress.update(stop - start)
                 if progress is not None:
@@ -216,6 +223,7 @@ def _merge(nucleotide, protein, output, skip_missing, block_rows, record):
                 out.attrs["kind"] = "features"
                 out.attrs["virnucpro_version"] = __version__
                 out.attrs[MADE_FROM] = json.dumps(record, sort_keys=True)
+                out.attrs[CONTENT_DIGEST] = digest.hexdigest(n_rows)
                 for side, inp in (("nucleotide", nucl), ("protein", prot)):
                     out.attrs[f"{side}_source"] = os.path.basename(inp.path)
                     for key in ("model", "model_revision", "precision", "pooling"):

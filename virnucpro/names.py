@@ -28,8 +28,9 @@ SHARD_DIGITS = 5
 
 # ---- extract and merge ----------------------------------------------------------------------
 EMBEDDINGS_SUFFIX = ".h5"  # `<shard>.<kind>.h5`, kind dnabert or esm
-#: An embeddings file being made (resumable): `<output>.partial`.
-PARTIAL_SUFFIX = ".partial"
+#: An embeddings file being made (resumable): `.<output name>.virnucpro-partial` beside it, hidden
+#: and tool-named, so it can never be a user's file.
+PARTIAL_SUFFIX = ".virnucpro-partial"
 FEATURES_FILE = ".features.h5"
 #: File name endings recognised as embedding files when a folder is given to merge.
 EMBEDDING_EXTENSIONS = (".h5", ".hdf5", ".pt")
@@ -47,7 +48,8 @@ REPORT_RECORD = "report.json"
 #: prediction_results_highestscore.tsv and of sequence_summary.tsv.
 PREDICTION_COLUMNS = ("Sequence_ID", "Prediction", "score1", "score2")
 HIGHESTSCORE_COLUMNS = ("Modified_ID", "Is_Virus")
-SUMMARY_COLUMNS = ("sequence_id", "length", "chunks", "chunks_scored", "chunks_viral", "viral_fraction", "score", "verdict")
+SUMMARY_COLUMNS = ("sequence_id", "length", "chunks", "chunks_scored", "chunks_viral", "viral_fraction", "mean_virus_score",
+                   "verdict")
 
 # ---- predict --------------------------------------------------------------------------------
 STAGE_FOLDERS = {"translate": "1_translate", "dnabert": "2_dnabert", "esm": "3_esm", "merge": "4_merge"}
@@ -58,7 +60,7 @@ TIMINGS = "timings.json"
 #: Written last into a virnucpro-fetch-model snapshot: what it is; its presence marks it complete.
 MODEL_RECORD = "virnucpro_model.json"
 #: What virnucpro-make-test-models writes into its folder.
-TEST_MODELS = {"dnabert": "dnabert", "esm": "esm", "classifier": "classifier.pth"}
+TEST_MODELS = {"dnabert": "dnabert", "esm": "esm", "classifier": "classifier.pth", "classifier_300": "classifier_300.pth"}
 
 
 def stem(path):
@@ -161,14 +163,19 @@ def as_path_list(value):
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def _or_its_partial(pattern):
+    """A regex for a name matching `pattern`, or for its resumable `.<name>.virnucpro-partial`."""
+    return rf"{pattern}|\.{pattern}{re.escape(PARTIAL_SUFFIX)}"
+
+
 def predict_outputs(outdir, input):
     """The files `virnucpro-predict` writes for `input` in `outdir` that exist now (any shard
-    layout, unfinished `.partial` embeddings included): what --overwrite removes, nothing else."""
+    layout, unfinished `.<name>.virnucpro-partial` embeddings included): what --overwrite removes, nothing else."""
     shards = rf"{re.escape(stem(input))}(\.\d{{{SHARD_DIGITS},}})?"
     wanted = {
         STAGE_FOLDERS["translate"]: re.compile(rf"{translate_output_pattern(input).pattern}|{re.escape(stem(input) + TRANSLATE_RECORD)}"),
-        STAGE_FOLDERS["dnabert"]: re.compile(shards + re.escape(embeddings_file("", "dnabert")) + rf"({re.escape(PARTIAL_SUFFIX)})?"),
-        STAGE_FOLDERS["esm"]: re.compile(shards + re.escape(embeddings_file("", "esm")) + rf"({re.escape(PARTIAL_SUFFIX)})?"),
+        STAGE_FOLDERS["dnabert"]: re.compile(_or_its_partial(shards + re.escape(embeddings_file("", "dnabert")))),
+        STAGE_FOLDERS["esm"]: re.compile(_or_its_partial(shards + re.escape(embeddings_file("", "esm")))),
         STAGE_FOLDERS["merge"]: re.compile(shards + re.escape(FEATURES_FILE)),
         "": re.compile("|".join(re.escape(name) for name in (PREDICTIONS, HIGHESTSCORE, SUMMARY, CLASSIFY_RECORD, REPORT,
                                                             REPORT_RECORD, RUN_RECORD, TIMINGS))),

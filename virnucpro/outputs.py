@@ -48,19 +48,40 @@ def publish(tmp, final):
     os.replace(tmp, final)
 
 
-def lock_path(path):
-    """The lock file that guards `path` (a file or a folder) while a run writes it."""
-    return f"{os.path.realpath(path).rstrip(os.sep)}.lock"  # one lock however the path is spelled (symlinks)
+#: First line of every lock file this tool writes: the proof that a lock file is its own to
+#: overwrite and remove (a file of that name without it is left alone).
+LOCK_SIGNATURE = "virnucpro-lock v1"
+#: Folder outputs are locked by this hidden file inside them (predict's --outdir).
+FOLDER_LOCK = ".virnucpro.lock"
+#: Set to 1 to take over a lock a run on another host left (after making sure that run is over).
+TAKE_OVER_ENV = "VIRNUCPRO_TAKE_OVER_LOCK"
+
+
+def lock_path(path, folder=False):
+    """The lock file that guards `path` while a run writes it, in the tool's own namespace:
+    `<folder>/.virnucpro.lock` inside an output folder, `.<name>.virnucpro-lock` beside an output
+    file; never `<name>.lock`, never in the parent of an output folder. The folder part is resolved
+    (symlinks), so there is one lock however the path is spelled."""
+    path = os.path.abspath(str(path)).rstrip(os.sep) or os.sep
+    if folder:
+        return os.path.join(os.path.realpath(path), FOLDER_LOCK)
+    parent, name = os.path.split(path)
+    return os.path.join(os.path.realpath(parent), f".{name}.virnucpro-lock")
 
 
 @contextlib.contextmanager
-def exclusive(path, what=None):
-    """Hold an exclusive lock on `path` for the block; a second run stops at once with one line.
+def exclusive(path, what=None, folder=False):
+    """Hold an exclusive lock on `path` (a file, or with `folder` an output folder, created if
+    missing) for the block; a second run stops at once with one line naming the holder.
 
-    The lock is an `flock` on `<path>.lock`: the kernel drops it when its holder dies (kill -9,
-    OOM killer, reboot), so a stale lock file is simply taken over. The file names its holder
-    (pid, host, start time, command) for the message. It is removed on release; an acquirer
-    re-checks that the file it locked is still the one on disk, so removal cannot let two in.
+    The lock is an `flock` on `lock_path(path)`: the kernel drops it when its holder dies (kill -9,
+    OOM killer, reboot), so a stale lock of this host is simply taken over. The file's first line is
+    LOCK_SIGNATURE, then JSON naming its holder (pid, host, start time, command). A file of that
+    name without the signature is never truncated or removed: the run stops with one line (an
+    empty one is taken: a run killed between creating and writing its lock leaves that). A lock
+    written on another host is refused (flock may be node-local on a shared file system, so a live
+    holder there is invisible here) unless VIRNUCPRO_TAKE_OVER_LOCK=1. The lock is removed on
+    release; an acquirer re-checks that the file it locked is still the one on disk.
     """
     import fcntl
     import json
@@ -70,11 +91,18 @@ def exclusive(path, what=None):
 
     from .errors import UserError
 
-    lock = lock_path(path)
+    lock = lock_path(path, folder)
     created = _missing_folders(os.path.dirname(lock))
     os.makedirs(os.path.dirname(lock), exist_ok=True)
+    host = socket.gethostname()
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd, made = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
+        except FileExistsError:
+            try:
+                fd, made = os.open(lock, os.O_RDWR), False
+            except FileNotFoundError:  # its holder removed it just now: try again
+                continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -93,18 +121,31 @@ def exclusive(path, what=None):
             break
         os.close(fd)  # the previous holder removed the file after we opened it: lock the new one
     try:
-        holder = dict(pid=os.getpid(), host=socket.gethostname(), started=time.strftime("%Y-%m-%d %H:%M:%S"),
+        content = b"" if made else os.pread(fd, 65536, 0)
+        if content and not content.startswith(LOCK_SIGNATURE.encode()):
+            raise UserError(f"{lock}: exists but is not a virnucpro lock (its first line is not "
+                            f"'{LOCK_SIGNATURE}'), so it was left alone; move it away and run again")
+        previous = _holder(content)
+        if previous.get("host") not in (None, host) and os.environ.get(TAKE_OVER_ENV) != "1":
+            raise UserError(f"{what or path} is locked by a run on another host ({_read_holder(fd)}); if that run "
+                            f"is over, rerun with {TAKE_OVER_ENV}=1 to take the lock over (lock: {lock})")
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
+        holder = dict(pid=os.getpid(), host=host, started=time.strftime("%Y-%m-%d %H:%M:%S"),
                       command=" ".join([os.path.basename(sys.argv[0])] + sys.argv[1:])[:300])
         os.ftruncate(fd, 0)
-        os.write(fd, json.dumps(holder).encode())
+        os.pwrite(fd, f"{LOCK_SIGNATURE}\n{json.dumps(holder)}\n".encode(), 0)
         yield lock
     finally:
         with contextlib.suppress(OSError):
-            os.remove(lock)
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:  # ours: we wrote it, and it is still the one there
+                os.remove(lock)
         os.close(fd)
-        for folder in created:  # a run that wrote nothing leaves no empty folder behind
+        for made_folder in created:  # a run that wrote nothing leaves no empty folder behind
             with contextlib.suppress(OSError):
-                os.rmdir(folder)
+                os.rmdir(made_folder)
 
 
 def _missing_folders(folder):
@@ -120,14 +161,23 @@ def _missing_folders(folder):
     return missing
 
 
-def _read_holder(fd):
-    """'pid N on HOST since TIME' from a held lock file (best effort)."""
+def _holder(content):
+    """The holder JSON of a lock file's content (signature line, then JSON), or {}."""
     import json
 
     try:
-        holder = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+        holder = json.loads(content.decode().partition("\n")[2] or "{}")
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _read_holder(fd):
+    """'pid N on HOST since TIME: COMMAND' from a lock file (best effort)."""
+    try:
+        holder = _holder(os.pread(fd, 65536, 0))
         return f"pid {holder['pid']} on {holder['host']} since {holder['started']}: {holder['command']}"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, KeyError):
         return "holder unknown"
 
 
@@ -167,6 +217,19 @@ def input_identity(path, recorded_attrs=()):
     return {"sha256": file_sha256(path)}
 
 
+def file_digests(paths):
+    """{file name: SHA-256} of output files (what a record vouches for)."""
+    return {os.path.basename(str(path)): file_sha256(path) for path in paths}
+
+
+def changed_files(paths, digests):
+    """The names among `paths` whose bytes differ from `digests` (from `file_digests`; a file the
+    record has no digest for counts as changed: nothing vouches for it)."""
+    digests = digests if isinstance(digests, dict) else {}
+    return [os.path.basename(str(path)) for path in paths
+            if digests.get(os.path.basename(str(path))) != file_sha256(path)]
+
+
 def as_record(data):
     """`data` as it reads back from JSON (tuples become lists), so records compare equal."""
     import json
@@ -196,13 +259,15 @@ def write_record(path, record):
             handle.write("\n")
 
 
-def reuse_existing(paths, recorded, expected, overwrite=False, redo=False, what="output"):
+def reuse_existing(paths, recorded, expected, overwrite=False, redo=False, what="output", check=None):
     """Decide what to do with existing outputs before making `paths` from `expected` (a record of
     the inputs' identity and the settings).
 
-    True: every path exists and `recorded` equals `expected`: skip the work (logged).
-    False: nothing there yet, `overwrite`, or (with `redo`, for a caller that owns the folder)
-    made differently: do the work (a redo is logged with what differs).
+    True: every path exists, `recorded` equals `expected` and `check()` (the outputs compared with
+    the digests their record holds, see `changed_files`) finds nothing: skip the work (logged).
+    False: nothing there yet, `overwrite`, outputs that differ from their record (edited or damaged
+    since they were made: one warning line; the record proves they are the tool's to replace), or
+    (with `redo`, for a caller that owns the folder) made differently: do the work.
     Otherwise a UserError: the outputs exist but were made differently; never kept silently.
     """
     from .errors import UserError
@@ -219,6 +284,11 @@ def reuse_existing(paths, recorded, expected, overwrite=False, redo=False, what=
         keys = sorted(set(expected) | set(recorded))
         differs = ", ".join(k for k in keys if recorded.get(k) != expected.get(k))
         if not differs:
+            changed = check() if check is not None else []
+            if changed:
+                log.warning("%s: %s differ(s) from what its record vouches for (edited or damaged since it was "
+                            "made): making it again", what, ", ".join(changed))
+                return False
             log.info("%s already complete, skipping (use --overwrite to redo): %s", what, ", ".join(paths))
             return True
         differs += " differ"
@@ -247,3 +317,18 @@ def remove_own_temps(path):
     if removed:
         log.info("removed %d temporary file(s) of %s left by an interrupted run", removed, os.path.basename(path))
     return removed
+
+
+def check_writable_folder(folder, option="--outdir"):
+    """Before any work, without creating anything: `folder` is a folder this user can write into, or
+    can be made inside the nearest folder that exists; else one line naming `option`."""
+    from .errors import UserError
+
+    folder = os.path.abspath(str(folder))
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UserError(f"{option} {folder}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {folder}: {existing} is not writable by this user")

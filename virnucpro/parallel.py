@@ -20,12 +20,65 @@ def available_cpus():
         return os.cpu_count() or 1
 
 
+def available_memory():
+    """Bytes of memory this job may still use: the kernel's MemAvailable, or less under a cgroup
+    (container, Slurm) limit. None when unknown."""
+    found = []
+    try:
+        with open("/proc/meminfo") as handle:
+            found += [int(line.split()[1]) * 1024 for line in handle if line.startswith("MemAvailable:")]
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as limit, open("/sys/fs/cgroup/memory.current") as used:
+            text = limit.read().strip()
+            if text != "max":
+                found.append(int(text) - int(used.read()))
+    except (OSError, ValueError):
+        pass
+    return max(0, min(found)) if found else None
+
+
+def cap_workers(workers, memory_per_worker=None, what="worker"):
+    """`workers` as asked, but no more than the CPUs this job may use and, with
+    `memory_per_worker` (bytes, a rough estimate for a model stage), no more than fit in the memory
+    available; each cut is one warning line. More processes than CPUs only compete for them, and
+    every model worker holds its own copy of the model."""
+    import logging
+
+    log = logging.getLogger(__name__)
+    if not isinstance(workers, int) or isinstance(workers, bool):
+        return workers  # not a count: the option checks report it
+    workers = max(1, workers)
+    cpus = available_cpus()
+    if workers > cpus:
+        log.warning("--workers %d: only %d CPU(s) are available to this job; using %d", workers, cpus, cpus)
+        workers = cpus
+    memory = available_memory() if memory_per_worker else None
+    if memory is not None and workers > 1:
+        fit = max(1, memory // memory_per_worker)
+        if workers > fit:
+            log.warning("--workers %d: each %s needs about %.1f GiB and %.1f GiB are available; using %d", workers,
+                        what, memory_per_worker / 2**30, memory / 2**30, fit)
+            workers = fit
+    return workers
+
+
+def model_worker_memory(folder):
+    """A rough estimate of the memory one process running the model in `folder` needs: its
+    weight files once and a half (weights, then activations and allocator slack) plus 1 GiB for
+    the interpreter, torch and a batch."""
+    weights = sum(os.path.getsize(os.path.join(folder, name)) for name in os.listdir(folder)
+                  if name.endswith((".safetensors", ".bin", ".pt", ".pth")))
+    return int(1.5 * weights) + (1 << 30)
+
+
 def plan_pool(n_tasks, workers=None, max_chunksize=4):
     """Return (workers, chunksize) for about `n_tasks` batches: no more workers than tasks,
     and about four chunks per worker so slow batches balance without per-task overhead.
     The chunksize is capped so the work in flight (and memory) does not grow with the input."""
     n_tasks = max(int(n_tasks), 1)
-    workers = max(1, min(workers or available_cpus(), n_tasks))
+    workers = max(1, min(cap_workers(workers) if workers else available_cpus(), n_tasks))
     chunksize = max(1, min(n_tasks // (workers * 4), max_chunksize))
     return workers, chunksize
 

@@ -20,6 +20,7 @@ time may use a DIR. Each model is loaded once per run, for all shards. --overwri
 the files listed above (`names.predict_outputs`); anything else in DIR is left alone.
 """
 
+import contextlib
 import logging
 import os
 import sys
@@ -31,6 +32,7 @@ from .fasta import check_readable
 from .names import (HIGHESTSCORE, PREDICTIONS, REPORT, RUN_RECORD, STAGE_FOLDERS, SUMMARY, TIMINGS, embeddings_file,
                     features_file, predict_outputs, shard_of)
 from .outputs import exclusive, file_sha256, read_record, remove_own_temps, write_record
+from .parallel import cap_workers
 from .results import DEFAULT_THRESHOLD, check_threshold
 
 log = logging.getLogger(__name__)
@@ -54,22 +56,58 @@ def _model_setting(model):
     return os.path.abspath(model) if os.path.isdir(str(model)) else str(model)
 
 
-def check_inputs(input, classifier, threshold):
-    """Everything that can be checked before any work: the input, the classifier (loaded, and its
-    input size is the features' 768 + 2560) and the threshold."""
-    from .classifier import load_classifier
+def preflight(input, outdir, classifier, chunk_size, any_chunk_size, dnabert_model, esm_model, threshold):
+    """Everything checked before stage 1, each problem one line naming the option as typed: the
+    input FASTA readable, the classifier loadable with the features' input size (768 + 2560) and
+    trained on --chunk_size (which it supplies when not given), each model a folder with weights or
+    a hub id the cache or the hub has, the output folder writable, the threshold in [0, 1].
+    Returns (chunk size, threshold, the names of the test models used)."""
+    from .classifier import check_chunk_size, load_classifier
     from .classify import FEATURE_DIM
+    from .extract import DEFAULT_MODELS
+    from .hub import check_model
+    from .outputs import check_writable_folder
 
-    if classifier is None:
-        raise UserError("--classifier is required (the published 300_model.pth or 500_model.pth, or a test model)")
-    check_readable(input)
-    if not os.path.isfile(str(classifier)):
-        raise UserError(f"{classifier}: no such classifier file")
-    model = load_classifier(classifier)
-    if model.input_dim != FEATURE_DIM:
-        raise UserError(f"{classifier}: the classifier takes {model.input_dim} features, but VirNucPro features have "
-                        f"{FEATURE_DIM} (768 DNABERT-S + 2560 ESM-2)")
-    return check_threshold(threshold)
+    problems, test_models = [], []
+
+    def check(step, *args):
+        try:
+            return step(*args)
+        except UserError as err:
+            problems.append(str(err))
+        except OSError as err:
+            problems.append(f"{err.filename or ''}: {err.strerror}".lstrip(": "))
+
+    check(check_readable, input)
+    model = check(load_classifier, classifier)
+    if model is not None:
+        if model.input_dim != FEATURE_DIM:
+            problems.append(f"--classifier {classifier}: the classifier takes {model.input_dim} features, but VirNucPro "
+                            f"features have {FEATURE_DIM} (768 DNABERT-S + 2560 ESM-2)")
+        known = len(problems)
+        chunk_size = check(check_chunk_size, classifier, model, chunk_size, any_chunk_size)
+        if model.virnucpro.get("test_model"):
+            test_models.append("classifier")
+        if chunk_size is None and len(problems) == known:
+            problems.append("--chunk_size is required: 300 or 500, the chunk length the classifier was trained on "
+                            "(neither its file name nor its contents say; the published files are 300_model.pth "
+                            "and 500_model.pth)")
+    for kind, option, given in (("dnabert", "--dnabert_model", dnabert_model), ("esm", "--esm_model", esm_model)):
+        check(check_model, given or DEFAULT_MODELS[kind], option)
+        if given and _is_test_model(given):
+            test_models.append(kind)
+    check(check_writable_folder, outdir)
+    threshold = check(check_threshold, threshold)
+    if problems:
+        raise UserError("\n".join(problems))
+    return chunk_size, threshold, test_models
+
+
+def _is_test_model(folder):
+    """True for a model folder of virnucpro-make-test-models (its record says so)."""
+    from .names import MODEL_RECORD
+
+    return bool(os.path.isdir(str(folder)) and (read_record(os.path.join(str(folder), MODEL_RECORD)) or {}).get("test_model"))
 
 
 def resolved_precision(precision, device, gpus, workers):
@@ -110,9 +148,27 @@ def clear(outdir, input):
         os.remove(path)
 
 
+def _state(paths):
+    """(path, size, mtime) of every output file at or under `paths`: what a stage's work would change
+    (hidden files, the tools' locks and temporaries, are not outputs)."""
+    found = []
+    for path in paths:
+        if os.path.isdir(path):
+            found += [os.path.join(root, name) for root, _, names in os.walk(path) for name in names]
+        else:
+            found.append(path)
+    state = []
+    for path in sorted(found):
+        with contextlib.suppress(FileNotFoundError):
+            if not os.path.basename(path).startswith("."):
+                state.append((path, os.stat(path).st_size, os.stat(path).st_mtime_ns))
+    return state
+
+
 class Stages:
     """The run's progress: logs and times each stage, and records a stage's settings in run.json
-    once it is complete (so a failed run never blocks the corrected one)."""
+    once it is complete (so a failed run never blocks the corrected one). A stage is said to be
+    skipped only when its outputs are what they were before it ran (so the log says what happened)."""
 
     def __init__(self, outdir, settings):
         self.path = os.path.join(outdir, RUN_RECORD)
@@ -123,7 +179,7 @@ class Stages:
         for stage in STAGES:
             keys += STAGE_SETTINGS[stage]
             self.expected[stage] = {key: settings[key] for key in keys}
-        self.ran, self.started = {}, None
+        self.ran, self.started, self.watched, self.before = {}, None, [], []
 
     def check(self, outdir):
         """Refuse a change that affects completed early stages; say which later stages are redone."""
@@ -135,25 +191,29 @@ class Stages:
             if stage not in REDONE_WHEN_CHANGED:
                 raise UserError(f"{outdir} holds a run made with other settings ({detail}); "
                                 "use another --outdir, or --overwrite to start again from scratch")
-            log.info("%s changed since the last run: %s made again, earlier stages kept",
+            log.info("settings changed since the last run (%s): %s are made again, earlier stages kept",
                      detail, " and ".join(REDONE_WHEN_CHANGED))
             return
 
-    def start(self, stage, describe):
+    def start(self, stage, describe, outputs):
+        """`outputs`: the files or folders the stage writes (its work changes them)."""
         log.info("[%d/%d] %s: %s", STAGES.index(stage) + 1, len(STAGES), stage, describe)
+        self.current = stage  # named if the stage runs out of memory (`_out_of_memory_names_the_stage`)
+        self.watched, self.before = outputs, _state(outputs)
         self.started = time.perf_counter()
 
     def done(self, stage):
         number = f"[{STAGES.index(stage) + 1}/{len(STAGES)}] {stage}"
-        self.ran[stage] = self.recorded.get(stage) != self.expected[stage]
+        seconds = time.perf_counter() - self.started
+        self.ran[stage] = _state(self.watched) != self.before
+        if self.recorded.get(stage) != self.expected[stage]:
+            self.recorded[stage] = self.expected[stage]
+            write_record(self.path, {"stages": self.recorded})
         if not self.ran[stage]:
             log.info("%s: already complete, skipped", number)
             return
-        seconds = time.perf_counter() - self.started
         self.times[stage] = round(seconds, 3)
         write_record(self.times_path, self.times)
-        self.recorded[stage] = self.expected[stage]
-        write_record(self.path, {"stages": self.recorded})
         log.info("%s: done in %.1f s", number, seconds)
 
 
@@ -176,7 +236,7 @@ def embed_shards(kind, fastas, shards, folder, model, device, precision, batch_t
 def predict_run(
     input,
     outdir,
-    chunk_size=500,
+    chunk_size=None,
     classifier=None,
     dnabert_model=None,
     esm_model=None,
@@ -188,8 +248,10 @@ def predict_run(
     shard_size=0,
     threshold=None,
     overwrite=False,
+    any_chunk_size=False,
 ):
-    """Run every stage for one FASTA file into `outdir`; returns a dict with paths, counts, times."""
+    """Run every stage for one FASTA file into `outdir`; returns a dict with paths, counts, times.
+    `chunk_size` None: the one the classifier records (else an error)."""
     from .classify import classify_features
     from .merge import merge_features
     from .report import make_report, read_results
@@ -197,52 +259,74 @@ def predict_run(
 
     started = time.perf_counter()
     input, outdir = str(input), str(outdir)
-    threshold = check_inputs(input, classifier, threshold)
+    if classifier is None:
+        raise UserError("--classifier is required (the published 300_model.pth or 500_model.pth, or a test model)")
+    chunk_size, threshold, test_models = preflight(input, outdir, classifier, chunk_size, any_chunk_size,
+                                                   dnabert_model, esm_model, threshold)
+    workers = cap_workers(workers) if workers else workers  # one warning here, none again in each stage
     precision = resolved_precision(precision, device, gpus, workers)
     settings = run_settings(input, chunk_size, classifier, dnabert_model, esm_model, precision, shard_size, threshold)
+    settings["test_models"] = ", ".join(test_models) or "none"
     folder = {stage: os.path.join(outdir, name) for stage, name in STAGE_FOLDERS.items()}
-    with exclusive(outdir, f"prediction folder {outdir}"):
+    running = {}
+    with exclusive(outdir, f"prediction folder {outdir}", folder=True), _out_of_memory_names_the_stage(running):
         if overwrite:
             clear(outdir, input)
-        stages = Stages(outdir, settings)
+        stages = running["stages"] = Stages(outdir, settings)
         stages.check(outdir)
         for name in (RUN_RECORD, TIMINGS):
             remove_own_temps(os.path.join(outdir, name))
 
-        stages.start("translate", f"{input} into {chunk_size} bp chunks, six frames")
+        stages.start("translate", f"{input} into {chunk_size} bp chunks, six frames", [folder["translate"]])
         translated = translate_fasta(input, folder["translate"], chunk_size=chunk_size, workers=workers,
                                      shard_size=shard_size, redo=True)
         shards = [shard_of(path) for path in translated["nucleotide"]]
         stages.done("translate")
 
-        stages.start("dnabert", f"DNABERT-S embeddings ({settings['dnabert_model']})")
+        stages.start("dnabert", f"DNABERT-S embeddings ({settings['dnabert_model']})", [folder["dnabert"]])
         dnabert = embed_shards("dnabert", translated["nucleotide"], shards, folder["dnabert"], settings["dnabert_model"],
                                device, precision, batch_tokens, gpus, workers)
         stages.done("dnabert")
 
-        stages.start("esm", f"ESM-2 embeddings ({settings['esm_model']})")
+        stages.start("esm", f"ESM-2 embeddings ({settings['esm_model']})", [folder["esm"]])
         esm = embed_shards("esm", translated["protein"], shards, folder["esm"], settings["esm_model"],
                            device, precision, batch_tokens, gpus, workers)
         stages.done("esm")
 
-        stages.start("merge", "join embeddings by frame id")
+        stages.start("merge", "join embeddings by frame id", [folder["merge"]])
         features = [merge_features(nucleotide, protein, os.path.join(folder["merge"], features_file(shard)), redo=True)
                     for shard, nucleotide, protein in zip(shards, dnabert, esm)]
         stages.done("merge")
 
-        stages.start("classify", f"score frames with {os.path.basename(str(classifier))}")
+        stages.start("classify", f"score frames with {os.path.basename(str(classifier))}",
+                     [os.path.join(outdir, name) for name in (PREDICTIONS, HIGHESTSCORE, SUMMARY)])
         tables = classify_features(features, classifier, outdir, sequences=translated["sequences"], threshold=threshold,
                                    chunk_size=chunk_size, redo=True)
         stages.done("classify")
 
-        stages.start("report", "report.html with plots")
+        stages.start("report", "report.html with plots", [os.path.join(outdir, REPORT)])
         results = read_results(tables, threshold)
+        times = {stage: f"{stages.times[stage]:.1f}" + ("" if stages.ran.get(stage) else " (an earlier run)")
+                 for stage in STAGES[:-1] if stage in stages.times}
         report = make_report(tables["predictions"], tables["summary"], outdir, chunk_size=chunk_size, threshold=threshold,
-                             settings=settings, times=stages.times, results=results, redo=True)
+                             settings=settings, times=times, results=results, redo=True, started=stages.started)
         stages.done("report")
 
     return dict(results.counts(), outdir=outdir, tables=tables, report=report, times=dict(stages.times),
                 ran=stages.ran, seconds=time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def _out_of_memory_names_the_stage(running):
+    """Out of memory (host or GPU) in a stage is one line naming the stage and what to lower."""
+    from .errors import is_out_of_memory, out_of_memory_line
+
+    try:
+        yield
+    except (MemoryError, RuntimeError, OSError) as err:
+        if not is_out_of_memory(err):
+            raise
+        raise UserError(out_of_memory_line(getattr(running.get("stages"), "current", None))) from None
 
 
 def format_summary(summary, threshold):
@@ -256,7 +340,7 @@ def format_summary(summary, threshold):
         f"  frames      {c['frames']} scored; {c['frames_virus']} predicted virus",
         f"  chunks      {c['chunks_viral']} of {c['chunks_scored']} scored chunks called viral",
         f"  verdicts    {c['verdicts'].get('virus', 0)} virus, {c['verdicts'].get('others', 0)} others, "
-        f"{c['verdicts'].get('unscored', 0)} unscored (sequence score >= {threshold} is virus)",
+        f"{c['verdicts'].get('unscored', 0)} unscored (virus: viral chunks >= {threshold} of a sequence's scored chunks)",
         f"  stage times {times}",
         f"  outputs     {PREDICTIONS}, {HIGHESTSCORE}, {SUMMARY}, {REPORT}",
     ]
@@ -266,8 +350,8 @@ def format_summary(summary, threshold):
 def predict(
     input,
     outdir,
-    chunk_size=500,
-    classifier=None,
+    classifier,
+    chunk_size=None,
     dnabert_model=None,
     esm_model=None,
     device="auto",
@@ -277,32 +361,35 @@ def predict(
     batch_tokens=None,
     shard_size=0,
     threshold=None,
+    any_chunk_size=False,
     overwrite=False,
     verbose=False,
 ):
     """Run the whole VirNucPro method on a FASTA file: translate, embed, merge, classify, report.
 
-    Usage: virnucpro-predict --input FASTA --outdir DIR --classifier PTH [--chunk_size 300|500]
-             [--dnabert_model ID_OR_DIR] [--esm_model ID_OR_DIR] [--threshold X]
+    Usage: virnucpro-predict --input FASTA --outdir DIR --classifier PTH --chunk_size 300|500
+             --dnabert_model ID_OR_DIR --esm_model ID_OR_DIR
     Writes DIR/prediction_results.tsv, DIR/prediction_results_highestscore.tsv,
     DIR/sequence_summary.tsv and DIR/report.html, with each stage's files in DIR/1_translate ...
-    DIR/4_merge. Re-run the same command after an interruption: finished work is kept. Another
-    --threshold or --classifier redoes only classify and report; other changed settings are refused.
+    DIR/4_merge. Every input is checked before the first stage. Re-run the same command after an
+    interruption: finished work is kept. Another --threshold or --classifier redoes only classify
+    and report; other changed settings are refused.
 
     Args:
       input: FASTA file of DNA (plain or .gz).
       outdir: output folder (created if needed).
-      chunk_size: 300 or 500, the length the classifier was trained on (default 500).
-      classifier: the published 300_model.pth / 500_model.pth (match --chunk_size), a state dict or safetensors; loaded without running pickled code (required).
-      dnabert_model: hub id or local folder (default zhihan1996/DNABERT-S).
-      esm_model: hub id or local folder (default facebook/esm2_t36_3B_UR50D).
+      classifier: the published 300_model.pth / 500_model.pth, a state dict or safetensors; loaded without running pickled code.
+      chunk_size: 300 or 500, the chunk length the classifier was trained on; may be left out when the classifier says it (its file name 300_model.pth / 500_model.pth, or its recorded metadata), and must agree with it.
+      dnabert_model: hub id or local folder. Default: zhihan1996/DNABERT-S.
+      esm_model: hub id or local folder. Default: facebook/esm2_t36_3B_UR50D.
       device: auto (a GPU if there is one), cpu, cuda or cuda:N; --gpus N for several.
       precision: auto, fp32, bf16 or fp16; auto = bf16 on a GPU, fp32 (exact) on a CPU (the resolved one is recorded).
-      workers: CPU processes for translation and CPU embedding (default: all CPUs available to this job).
-      gpus: how many GPUs to embed on with --device cuda (default: every visible one).
-      batch_tokens: padded tokens per embedding batch (default by model and device).
+      workers: CPU processes for translation and CPU embedding. Default: all CPUs available to this job.
+      gpus: how many GPUs to embed on with --device cuda. Default: every visible one.
+      batch_tokens: padded tokens per embedding batch. Default: by model and device.
       shard_size: frames per shard (0: one shard); a killed run resumes shard by shard.
-      threshold: sequence verdict cut on its score (default 0.5).
+      threshold: a sequence is called virus when at least this fraction of its scored chunks is viral. Default: 0.5.
+      any_chunk_size: accept a --chunk_size other than 300 or 500, or other than the one the classifier says (for a classifier of your own).
       overwrite: start again from scratch in DIR (removes only the files this tool writes there).
       verbose: debug logging.
     """
@@ -310,5 +397,6 @@ def predict(
         input, outdir, chunk_size=chunk_size, classifier=classifier, dnabert_model=dnabert_model,
         esm_model=esm_model, device=device, precision=precision, workers=workers, gpus=gpus,
         batch_tokens=batch_tokens, shard_size=shard_size, threshold=threshold, overwrite=overwrite,
+        any_chunk_size=any_chunk_size,
     )
     print(format_summary(summary, DEFAULT_THRESHOLD if threshold is None else threshold), file=sys.stderr)

@@ -1,8 +1,10 @@
 """`report.html` of a prediction run: one self-contained file (plots embedded as PNG data URIs).
 
 It shows what the original's plotting script (`drew_fig.py`) drew, chunk scores along the first
-sequences, and more: score distributions of frames and sequences, verdict counts, the
-per-sequence table, counts, stage times and the run's settings.
+sequences, and more: the rules for frames, chunks and sequences in words, the distributions of
+frame scores and of the sequences' fractions of viral chunks, verdict counts, the per-sequence
+table, counts, stage times and the run's settings; a banner when the run's models record that
+they are virnucpro-make-test-models' random ones.
 """
 
 import base64
@@ -12,13 +14,15 @@ import html
 import io
 import logging
 import os
+import time
 
 import numpy as np
 
 from . import __version__
 from .errors import UserError
 from .names import PREDICTION_COLUMNS, REPORT, REPORT_RECORD, SUMMARY_COLUMNS
-from .results import DEFAULT_THRESHOLD, chunk_bounds, chunk_id, read_classify_record, update_chunk_best
+from .results import (DEFAULT_THRESHOLD, chunk_bounds, chunk_id, is_viral_chunk, is_viral_sequence,
+                      read_classify_record, update_chunk_best)
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +31,8 @@ TRACKS = 12
 TABLE_ROWS = 2000
 #: Numeric columns of sequence_summary.tsv: (name, type, may be NA).
 SUMMARY_NUMBERS = (("length", int, True), ("chunks", int, False), ("chunks_scored", int, False),
-                   ("chunks_viral", int, False), ("score", float, True))
+                   ("chunks_viral", int, False), ("viral_fraction", float, True), ("mean_virus_score", float, True))
+VIRUS, OTHERS, UNSCORED = "#c0392b", "#2c3e50", "#bdc3c7"
 
 
 class Results:
@@ -57,21 +62,9 @@ class Results:
 
 def _table_lines(path, what, columns):
     """Rows of a TSV as lists, after checking that it exists and starts with `columns` (one-line errors)."""
-    try:
-        handle = open(path, encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file (the {what} of virnucpro-classify)") from None
-    except OSError as err:
-        raise UserError(f"{path}: cannot read it ({err.strerror})") from None
-    with handle:
-        try:
-            header = handle.readline().rstrip("\n").split("\t")
-            if header[: len(columns)] != list(columns):
-                raise UserError(f"{path}: not a {what} (its header should start with {' '.join(columns)})")
-            for number, line in enumerate(handle, start=2):
-                yield number, line.rstrip("\n").split("\t")
-        except UnicodeDecodeError:
-            raise UserError(f"{path}: not a text file, so not a {what}") from None
+    from .tsv import read_tsv
+
+    return read_tsv(path, columns, what, exact=False)
 
 
 def read_results(tables, threshold):
@@ -115,6 +108,11 @@ def _is_number(text, kind, may_be_na):
     return True
 
 
+def chunk_colour(best):
+    """A chunk's colour on the track: by the same rule as its chunks_viral count (None: unscored)."""
+    return UNSCORED if best is None else VIRUS if is_viral_chunk(best[0], best[1]) else OTHERS
+
+
 def _png(fig):
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
@@ -140,15 +138,16 @@ def _plots(results, chunk_size):
     ax.set_title("Frame scores")
     images.append(("Frame scores", "Distribution of the classifier's virus probability over all scored frames.", _png(fig)))
 
-    sequence_scores = [float(r["score"]) for r in results.summary_rows if r["score"] != "NA"]
+    fractions = [float(r["viral_fraction"]) for r in results.summary_rows if r["viral_fraction"] != "NA"]
     fig, ax = plt.subplots(figsize=(7, 3.2))
-    ax.hist(sequence_scores, bins=bins, color="#2c3e50", edgecolor="white")
-    ax.axvline(results.threshold, color="#c0392b", linestyle="--", label=f"threshold {results.threshold}")
-    ax.set_xlabel("sequence score (mean best virus score of its scored chunks)")
+    ax.hist(fractions, bins=np.linspace(0.0, 1.0, 21), color=OTHERS, edgecolor="white")
+    ax.axvline(results.threshold, color=VIRUS, linestyle="--", label=f"threshold {results.threshold}")
+    ax.set_xlabel("viral_fraction: chunks called viral / scored chunks")
     ax.set_ylabel("sequences")
-    ax.set_title("Sequence scores")
+    ax.set_title("Fraction of viral chunks per sequence")
     ax.legend(frameon=False)
-    images.append(("Sequence scores", "Each sequence's score; at or above the threshold it is called virus.", _png(fig)))
+    images.append(("Fraction of viral chunks per sequence",
+                   "A sequence whose viral_fraction is at or right of the threshold line is called virus.", _png(fig)))
 
     verdicts = collections.Counter(r["verdict"] for r in results.summary_rows)
     names = ["virus", "others", "unscored"]
@@ -163,17 +162,24 @@ def _plots(results, chunk_size):
     if shown:
         fig, axes = plt.subplots(nrows=len(shown), ncols=1, figsize=(12, 1.5 * len(shown) + 0.5), squeeze=False)
         for ax, row in zip(axes[:, 0], shown):
-            starts, ends, heights, colors = [], [], [], []
+            starts, ends, heights, others, colors = [], [], [], [], []
             for number, (start, end) in enumerate(chunk_bounds(int(row["length"]), chunk_size), 1):
                 best = results.chunk_best.get(chunk_id(row["sequence_id"], number))
                 starts.append(start)
                 ends.append(end)
                 heights.append(0 if best is None else best[1])
-                colors.append("#bdc3c7" if best is None else "#c0392b" if best[1] >= best[0] else "#2c3e50")
-            ax.hlines(heights, starts, ends, colors=colors, linewidth=2)  # one artist per track, not per chunk
-            ax.axhline(0.5, color="#95a5a6", linewidth=0.5, linestyle=":")
+                others.append(np.nan if best is None else best[0])
+                colors.append(chunk_colour(best))
+            # One artist per kind of line, not per chunk. The faint line is the chunk's best other
+            # score: a bar is red exactly where it stands at or above that line (the original's rule).
+            ax.hlines(others, starts, ends, colors="#95a5a6", linewidth=1, linestyles=":")
+            ax.hlines(heights, starts, ends, colors=colors, linewidth=2.5)
             ax.set_ylim(-0.05, 1.05)
-            ax.set_title(f"{row['sequence_id']}  ({row['verdict']}, score {row['score']})", fontsize=10, loc="left",
+            verdict = row["verdict"]
+            rule = (f"{row['chunks_viral']} of {row['chunks_scored']} scored chunks viral"
+                    + (f", {'>=' if verdict == 'virus' else '<'} {results.threshold}" if verdict != "unscored" else ""))
+            ax.set_title(f"{row['sequence_id']}: {verdict} ({rule})", fontsize=10, loc="left",
+                         color=VIRUS if verdict == "virus" else "#222222",
                          parse_math=False)  # an id is text: `$` in it is not mathtext
             ax.spines["top"].set_visible(False)
             ax.spines["right"].set_visible(False)
@@ -182,8 +188,10 @@ def _plots(results, chunk_size):
         fig.tight_layout()
         images.append((
             "Chunks along sequences",
-            f"Best virus score of each chunk along the first {len(shown)} sequences, as the original's drew_fig.py "
-            "drew them: red chunks are called viral, dark blue others, grey ones had no stop-free frame.",
+            f"Each chunk along the first {len(shown)} sequences, as the original's drew_fig.py drew it: the bar is the "
+            "chunk's best virus score (score2), the dotted line its best other score (score1). A chunk is viral (red) "
+            "when its bar is at or above its dotted line, others (dark blue) below it; grey chunks had no stop-free "
+            "frame. The sequence's verdict counts the red bars (see How to read this report).",
             _png(fig),
         ))
     return images
@@ -201,11 +209,43 @@ h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 1.8em; border-bottom
 table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0; }
 th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; } th { background: #f4f4f4; }
 td.virus { color: #c0392b; font-weight: bold; } img { max-width: 100%; } .note { color: #666; font-size: 0.9em; }
+.banner { background: #fdecea; border: 2px solid #c0392b; color: #7b1d12; padding: 0.8em 1em; font-size: 1.1em; margin: 1em 0; }
+.rules { background: #f7f9fb; border-left: 4px solid #2c3e50; padding: 0.4em 1em; }
 """
 
 
-def write_report(path, results, settings, times, chunk_size):
-    """Write the self-contained report.html atomically; returns its path."""
+def _rules(threshold):
+    """How to read the tables and the verdict, in words (the page explains itself)."""
+    t = html.escape(str(threshold))
+    return f"""<div class='rules'>
+<p><b>Frames</b> (prediction_results.tsv, as the original wrote it): the classifier scores each stop-free
+reading frame of a chunk; <b>score1</b> is its softmax probability of class <i>others</i>, <b>score2</b> of
+class <i>virus</i> (they sum to 1); Prediction is virus when score2 &gt; score1.</p>
+<p><b>Chunks</b> (prediction_results_highestscore.tsv, the original's rule): a chunk is <b>viral</b>
+(Is_Virus True) when its best score2 over its frames is at or above its best score1 over its frames.
+A chunk without a stop-free frame gets no score.</p>
+<p><b>Sequences</b> (sequence_summary.tsv, <i>this project's aggregation</i>; the original stops at chunks):
+viral_fraction = chunks_viral / chunks_scored, and the verdict is <b>virus</b> when viral_fraction &gt;= {t}
+(--threshold), <b>others</b> below it, <b>unscored</b> when no chunk was scored. So counting the red bars of a
+sequence's chunk track gives its verdict. mean_virus_score, the mean of the chunks' best score2, is shown
+for information and decides nothing.</p></div>"""
+
+
+def _banner(settings, test_classifier):
+    """A prominent warning when the run used virnucpro-make-test-models' random models (as recorded)."""
+    used = [m for m in str(settings.get("test_models", "none")).split(", ") if m and m != "none"]
+    if test_classifier and "classifier" not in used:
+        used.append("classifier")
+    if not used:
+        return []
+    return [f"<div class='banner'><b>Test models: these scores mean nothing.</b> This run used the random test "
+            f"model(s) of virnucpro-make-test-models ({html.escape(', '.join(used))}). Real answers need the published "
+            "classifier (300_model.pth / 500_model.pth) and the real DNABERT-S and ESM-2 models.</div>"]
+
+
+def write_report(path, results, settings, times, chunk_size, started=None, test_classifier=False):
+    """Write the self-contained report.html atomically; returns its path. `times`: stage -> seconds
+    (or text); `started`: when the report stage began (perf_counter), to show its own time too."""
     from .outputs import atomic_paths
 
     counts = results.counts()
@@ -213,7 +253,10 @@ def write_report(path, results, settings, times, chunk_size):
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>VirNucPro report: {html.escape(settings.get('input_name', ''))}</title><style>{STYLE}</style></head><body>",
         f"<h1>VirNucPro report: {html.escape(settings.get('input_name', ''))}</h1>",
+        *_banner(settings, test_classifier),
         f"<p class='note'>virnucpro {html.escape(__version__)}, written {datetime.datetime.now().isoformat(timespec='seconds')}.</p>",
+        "<h2>How to read this report</h2>",
+        _rules(results.threshold),
         "<h2>Counts</h2>",
         _table(["", "count"], [
             ("sequences", counts["sequences"]),
@@ -236,19 +279,19 @@ def write_report(path, results, settings, times, chunk_size):
         ) + "</tr>"
         for row in rows
     )
+    stage_times = [(stage, seconds if isinstance(seconds, str) else f"{seconds:.1f}") for stage, seconds in times.items()]
+    if times and started is not None:
+        stage_times.append(("report", f"{time.perf_counter() - started:.1f} (until this page was written)"))
     parts += [
         "<h2>Per-sequence verdicts</h2>",
-        f"<p class='note'>score = mean over a sequence's scored chunks of the chunk's best virus score; verdict virus when "
-        f"score &gt;= {html.escape(str(results.threshold))}. Full table: sequence_summary.tsv"
+        f"<p class='note'>This project's aggregation: verdict virus when viral_fraction (chunks_viral / chunks_scored) "
+        f"&gt;= {html.escape(str(results.threshold))}. Full table: sequence_summary.tsv"
         + (f" (first {TABLE_ROWS} of {len(results.summary_rows)} shown)" if len(results.summary_rows) > TABLE_ROWS else "")
         + ".</p>",
         "<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in header) + f"</tr></thead><tbody>{body}</tbody></table>",
-        *(["<h2>Stage times</h2>", _table(["stage", "seconds"], [(stage, f"{seconds:.1f}") for stage, seconds in times.items()])]
-          if times else []),
+        *(["<h2>Stage times</h2>", _table(["stage", "seconds"], stage_times)] if stage_times else []),
         "<h2>Run settings</h2>",
         _table(["setting", "value"], sorted((k, v) for k, v in settings.items())),
-        "<p class='note'>A run made with the random test models of virnucpro-make-test-models gives meaningless scores; "
-        "real answers need the published classifier and the real DNABERT-S and ESM-2 models.</p>",
         "</body></html>",
     ]
     with atomic_paths([path]) as (tmp,):
@@ -269,26 +312,27 @@ def _check_chunk_size(results, chunk_size, path):
 
 def _check_threshold(results, path):
     """Warn when the verdicts were made with another threshold than the one the report draws."""
-    threshold = np.float32(results.threshold)
-    disagree = [r["sequence_id"] for r in results.summary_rows
-                if r["score"] != "NA" and (np.float32(r["score"]) >= threshold) != (r["verdict"] == "virus")]
+    disagree = [r["sequence_id"] for r in results.summary_rows if r["verdict"] != "unscored" and
+                is_viral_sequence(int(r["chunks_viral"]), int(r["chunks_scored"]), results.threshold) != (r["verdict"] == "virus")]
     if disagree:
         log.warning("%s: %d verdict(s) (e.g. '%s') were made with another threshold than %s; pass the run's --threshold",
                     path, len(disagree), disagree[0], results.threshold)
 
 
 def make_report(predictions, summary, outdir, chunk_size=None, threshold=None, name=None, settings=None,
-                times=None, results=None, overwrite=False, redo=False):
+                times=None, results=None, overwrite=False, redo=False, started=None):
     """Write outdir/report.html for the tables `predictions` and `summary`; returns its path.
 
     `chunk_size` and `threshold` default to those classify recorded for this summary
     (classify.json beside it), else 500 and 0.5. `outdir/report.json` records what the report was
     made from: a report made the same way is kept; one made differently is refused (one line)
     unless `overwrite`, or made again with `redo` (for a caller that owns the folder).
-    `settings`/`times` (predict's) are shown in the report; `results`, when the caller has read
-    the tables already.
+    `settings`/`times`/`started` (predict's) are shown in the report; `results`, when the caller
+    has read the tables already. The test-model banner shows when settings or classify's record say
+    a test model was used.
     """
-    from .outputs import exclusive, input_identity, remove_own_temps, reuse_existing, write_record, read_record
+    from .outputs import (changed_files, exclusive, file_digests, input_identity, read_record, remove_own_temps,
+                          reuse_existing, write_record)
 
     predictions, summary, outdir = str(predictions), str(summary), str(outdir)
     recorded = read_classify_record(summary) or {}
@@ -313,7 +357,9 @@ def make_report(predictions, summary, outdir, chunk_size=None, threshold=None, n
     path = os.path.join(outdir, REPORT)
     record_path = os.path.join(outdir, REPORT_RECORD)
     with exclusive(path, f"report {path}"):
-        if reuse_existing([path], (read_record(record_path) or {}).get("made_from"), record, overwrite, redo, "report"):
+        previous = read_record(record_path) or {}
+        if reuse_existing([path], previous.get("made_from"), record, overwrite, redo, "report",
+                          check=lambda: changed_files([path], previous.get("sha256"))):
             return path
         if results is None:
             results = read_results(dict(predictions=predictions, summary=summary), threshold)
@@ -323,8 +369,9 @@ def make_report(predictions, summary, outdir, chunk_size=None, threshold=None, n
             remove_own_temps(temp_of)
         if os.path.exists(record_path):  # an earlier record must not vouch for the report replaced now
             os.remove(record_path)
-        write_report(path, results, settings, times or {}, chunk_size)
-        write_record(record_path, {"made_from": record})
+        write_report(path, results, settings, times or {}, chunk_size, started=started,
+                     test_classifier=bool(recorded.get("test_classifier")))
+        write_record(record_path, {"made_from": record, "sha256": file_digests([path])})
     counts = results.counts()
     log.info("wrote %s: %d sequences, %d frames scored", path, counts["sequences"], counts["frames"])
     return path
@@ -344,7 +391,7 @@ def report(predictions, summary, outdir, chunk_size=None, threshold=None, name=N
       summary: sequence_summary.tsv (one row per sequence).
       outdir: folder for report.html (created if needed).
       chunk_size: the run's chunk size, to draw chunks along the sequences (default: the one classify recorded in classify.json beside the summary, else 500).
-      threshold: the run's verdict threshold, drawn on the score plot (default: the one classify recorded, else 0.5).
+      threshold: the run's verdict threshold on the fraction of viral chunks, drawn on its plot (default: the one classify recorded, else 0.5).
       name: what the report is about, in its title (default: the summary's folder name).
       overwrite: replace an existing report made differently.
       verbose: debug logging.

@@ -9,8 +9,21 @@ import os
 from .errors import UserError
 from .names import CLASSIFY_RECORD
 
-#: Default verdict threshold on a sequence's score (mean chunk virus score over scored chunks).
+#: Default verdict threshold: a sequence is virus when at least this fraction of its scored chunks is viral.
 DEFAULT_THRESHOLD = 0.5
+
+
+def is_viral_chunk(best_other, best_virus):
+    """The original's per-chunk rule (prediction_results_highestscore.tsv): viral when the best virus
+    score of its frames is at or above their best other score. The report colours chunks by it."""
+    return bool(best_virus >= best_other)
+
+
+def is_viral_sequence(chunks_viral, chunks_scored, threshold):
+    """This project's per-sequence verdict (the original decides per chunk only): virus when
+    chunks_viral >= threshold x chunks_scored, compared in whole numbers of chunks (no rounding
+    surprise: 0.5 of 8 chunks is 4 chunks), so the verdict can be read off the chunk track."""
+    return chunks_scored > 0 and chunks_viral >= threshold * chunks_scored - 1e-9
 
 
 def chunk_bounds(length, chunk_size):

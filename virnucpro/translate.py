@@ -6,6 +6,7 @@ is then one C-level strided slice of that table's output.
 """
 
 import contextlib
+import hashlib
 import logging
 import os
 
@@ -14,11 +15,12 @@ from tqdm import tqdm
 
 from . import __version__
 from .errors import UserError
-from .fasta import check_readable, format_record, read_fasta, wrap_record
+from .fasta import check_readable, check_unchanged, file_state, format_record, read_fasta, wrap_record
 from .names import SEQUENCES_COLUMNS, TRANSLATE_RECORD, stem, translate_output_pattern, translate_outputs
-from .outputs import discard, publish, temp_path_for
+from .outputs import discard, file_sha256, publish, temp_path_for
 from .parallel import available_cpus, ordered_map, plan_pool
 from .results import chunk_bounds, chunk_id
+from .tsv import tsv_line
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +230,7 @@ def translate_fasta(input, outdir, chunk_size=500, workers=None, shard_size=0, o
     again with `redo` (for a caller that owns the folder). One run at a time per input stem and
     folder; nothing is left under a final name if the run fails.
     """
-    from .outputs import exclusive, file_sha256, read_record, remove_own_temps, reuse_existing
+    from .outputs import changed_files, exclusive, read_record, remove_own_temps, reuse_existing
 
     if not isinstance(chunk_size, int) or chunk_size < 3:
         raise UserError(f"--chunk_size must be a whole number of at least 3, got {chunk_size!r}")
@@ -241,12 +243,12 @@ def translate_fasta(input, outdir, chunk_size=500, workers=None, shard_size=0, o
     settings = {"input": os.path.basename(input), "input_sha256": file_sha256(input), "chunk_size": chunk_size,
                 "shard_size": shard_size, "write_chunks": bool(write_chunks)}
     manifest_path = translate_outputs(outdir, input)["manifest"]
-    with exclusive(os.path.join(outdir, stem(input)), f"translation of {stem(input)} in {outdir}"):
+    with exclusive(manifest_path, f"translation of {stem(input)} in {outdir}"):
         manifest = read_record(manifest_path)
         previous = _recorded_outputs(manifest, outdir) if manifest else None
         existing = _files(previous) if previous else _our_outputs(input, outdir)
         if existing and reuse_existing(existing, manifest and manifest.get("settings"), settings, overwrite, redo,
-                                       f"translation of {input}"):
+                                       f"translation of {input}", check=lambda: changed_files(existing, manifest.get("sha256"))):
             return previous
         for base in _temp_bases(input, outdir):
             remove_own_temps(base)
@@ -257,7 +259,9 @@ def _translate(input, outdir, settings, workers, batch_bases):
     """Translate into temporaries, then replace the earlier outputs: manifest first, outputs after it
     (so a manifest whose outputs all exist always describes them)."""
     chunk_size, shard_size, write_chunks = settings["chunk_size"], settings["shard_size"], settings["write_chunks"]
-    size = os.stat(input).st_size
+    before = file_state(input)
+    size = before[0]
+    read_digest = hashlib.sha256()
     workers, chunksize, batch_bases = plan_translation(size, workers, batch_bases)
     log.info("translating %s: chunk size %d, %d worker(s), batches of ~%d bases", input, chunk_size, workers, batch_bases)
 
@@ -269,29 +273,37 @@ def _translate(input, outdir, settings, workers, batch_bases):
     try:
         with open(table_temp, "w", encoding="utf-8") as table, tqdm(total=size, unit="B", unit_scale=True, desc="translate",
                                                    mininterval=1.0) as progress:
-            table.write("\t".join(SEQUENCES_COLUMNS) + "\n")
-            records = read_fasta(input, alphabet="nucleotide", progress=progress)
+            table.write(tsv_line(SEQUENCES_COLUMNS))
+            records = read_fasta(input, alphabet="nucleotide", progress=progress, digest=read_digest)
             tasks = batches(records, chunk_size, batch_bases)
             for nucleotide, protein, summaries, frameless in ordered_map(translate_batch, tasks, workers, chunksize):
                 writer.write(nucleotide, protein)
-                table.writelines(f"{i}\t{length}\t{chunks}\n" for i, length, chunks in summaries)
+                table.writelines(tsv_line((i, str(length), str(chunks)), "sequence id") for i, length, chunks in summaries)
                 n_records += len(summaries)
                 n_chunks += sum(chunks for _, _, chunks in summaries)
                 n_frames += len(nucleotide)
                 n_frameless += frameless
         writer.close()
+        check_unchanged(input, before, settings["input_sha256"], read_digest.hexdigest())
         if not n_records:
             raise UserError(f"{input}: no sequences (every record is empty)")
         if write_chunks:
             temps.append(temp_path_for(names["chunks"]))
             _write_chunks(input, temps[-1], chunk_size, workers, chunksize, batch_bases)
+            check_unchanged(input, before, settings["input_sha256"], settings["input_sha256"])
 
         outputs = translate_outputs(outdir, input, len(writer.temps) if shard_size else 0, write_chunks)
         if os.path.exists(outputs["manifest"]):  # an earlier run's record must not vouch for replaced files
             os.remove(outputs["manifest"])
         for old in _our_outputs(input, outdir):
             os.remove(old)
-        _write_manifest(outputs, settings, {"records": n_records, "chunks": n_chunks, "frames": n_frames})
+        finals = [*zip(writer.temps, zip(outputs["nucleotide"], outputs["protein"]))]
+        pairs = [pair for temp_pair, final_pair in finals for pair in zip(temp_pair, final_pair)]
+        pairs.append((table_temp, outputs["sequences"]))
+        if write_chunks:
+            pairs.append((temps[-1], outputs["chunks"]))
+        digests = {os.path.basename(final): file_sha256(temp) for temp, final in pairs}
+        _write_manifest(outputs, settings, {"records": n_records, "chunks": n_chunks, "frames": n_frames}, digests)
         for (nucleotide_temp, protein_temp), nucleotide, protein in zip(writer.temps, outputs["nucleotide"], outputs["protein"]):
             publish(nucleotide_temp, nucleotide)
             publish(protein_temp, protein)
@@ -309,12 +321,14 @@ def _translate(input, outdir, settings, workers, batch_bases):
     return outputs
 
 
-def _write_manifest(outputs, settings, counts):
+def _write_manifest(outputs, settings, counts, digests):
+    """The record that vouches for the outputs: settings, names, counts and each file's SHA-256
+    (checked before a rerun reuses them)."""
     from .outputs import write_record
 
     names = {key: [os.path.basename(p) for p in value] if isinstance(value, list) else os.path.basename(value)
              for key, value in outputs.items()}
-    write_record(outputs["manifest"], {"settings": settings, "outputs": names, "counts": counts,
+    write_record(outputs["manifest"], {"settings": settings, "outputs": names, "counts": counts, "sha256": digests,
                                        "virnucpro_version": __version__})
 
 
@@ -326,7 +340,7 @@ def _write_chunks(input, temp, chunk_size, workers, chunksize, batch_bases):
 
 
 def translate(input, outdir, chunk_size=500, workers=None, shard_size=0, overwrite=False,
-              write_chunks=False, verbose=False):
+              write_chunks=False, any_chunk_size=False, verbose=False):
     """Cut sequences into chunks and keep each chunk's stop-free six-frame translations.
 
     Writes OUTDIR/<stem>.nucleotide.fa and OUTDIR/<stem>.protein.fa (same ids, same order) and
@@ -342,7 +356,11 @@ def translate(input, outdir, chunk_size=500, workers=None, shard_size=0, overwri
       shard_size: frames per output shard pair <stem>.00001.*.fa, ... (0: one pair).
       overwrite: redo, replacing complete outputs made the same way or differently.
       write_chunks: also write the chunks as <stem>.chunks.fa (wrapped like the original's).
+      any_chunk_size: accept a --chunk_size other than 300 or 500 (for a classifier of your own).
       verbose: debug logging.
     """
+    from .classifier import check_allowed_chunk_size
+
+    check_allowed_chunk_size(chunk_size, any_chunk_size)
     translate_fasta(input, outdir, chunk_size=chunk_size, workers=workers, shard_size=shard_size,
                     overwrite=overwrite, write_chunks=write_chunks)

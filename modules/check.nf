@@ -1,0 +1,48 @@
+// virnucpro-check on the GPU the extraction tasks will get, before any of them starts: versions,
+// device, compile, both models loading, a few frames on the device against the CPU, throughput.
+// main.nf runs it in a test run (tiny models) that asks for a GPU and holds every extraction
+// back until it passes, so a node that cannot run the pipeline fails in a minute, with its
+// reason, instead of in the first extraction task. Its report (check.txt) is printed to the
+// task's log when it fails. HOME and the compile caches as in modules/extract.nf.
+process CHECK {
+    tag "${dnabert_meta.id}"
+    label 'gpu'
+
+    input:
+    tuple val(dnabert_meta), path(dnabert_model)
+    tuple val(esm_meta), path(esm_model)
+    path(compile_cache)
+
+    output:
+    path 'check.txt', emit: report
+    path 'versions.yml', emit: versions
+
+    when:
+    task.ext.when == null || task.ext.when
+
+    script:
+    def args = task.ext.args ?: ''
+    def caches = compile_cache ? "export TORCHINDUCTOR_CACHE_DIR=\$PWD/${compile_cache}/inductor TRITON_CACHE_DIR=\$PWD/${compile_cache}/triton" : ''
+    """
+    [ -w "\${HOME:-/}" ] || export HOME="\$PWD"
+    ${caches}
+    virnucpro-check --dnabert_model ${dnabert_model} --esm_model ${esm_model} ${args} > check.txt || { status=\$?; cat check.txt >&2; exit \$status; }
+    cat check.txt
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        virnucpro: \$(python3 -c 'import virnucpro; print(virnucpro.__version__)')
+        torch: \$(python3 -c 'import torch; print(torch.__version__)')
+    END_VERSIONS
+    """
+
+    stub:
+    """
+    echo 'verdict: OK (stub)' > check.txt
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        virnucpro: stub
+    END_VERSIONS
+    """
+}
