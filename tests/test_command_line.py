@@ -61,8 +61,8 @@ def test_every_tool_refuses_an_unknown_option_with_the_closest_one(tool, work):
 
 @pytest.mark.parametrize("args, words", [
     (["small.fa", "out"], ["unexpected argument 'small.fa'", "did you mean --input small.fa?"]),
-    (["--input", "small.fa"], ["--outdir is required"]),
-    (["--outdir", "out"], ["--input is required"]),
+    (["--input", "small.fa"], ["--outdir and --chunk_size are required"]),
+    (["--outdir", "out"], ["--input and --chunk_size are required"]),
     (["--input", "small.fa", "--outdir", "out", "--chunk_size", "abc"], ["--chunk_size takes a whole number, got 'abc'"]),
     (["--input", "small.fa", "--outdir", "out", "--chunk_size=3.5"], ["--chunk_size takes a whole number, got '3.5'"]),
     (["--input", "small.fa", "--outdir", "out", "--workers", "two"], ["--workers takes a whole number"]),

@@ -120,16 +120,16 @@ def test_translate_rerun_after_a_kill_removes_only_its_own_temporaries(tmp_path)
     for name in keep:
         (outdir / name).write_text("not the tool's")
     own = lambda: [n for n in files_in(outdir) if n.startswith((".big.shard.", ".big.sequences.tsv."))]  # noqa: E731
-    first = start("virnucpro-translate", "--input", fasta, "--outdir", outdir, "--workers", 1, "--shard_size", 1000)
+    first = start("virnucpro-translate", "--chunk_size", 500, "--input", fasta, "--outdir", outdir, "--workers", 1, "--shard_size", 1000)
     stop_while_holding(first, outdir / ".big.translate.json.virnucpro-lock", also=lambda: len(own()) >= 3)
     try:
-        second = run_tool("virnucpro-translate", "--input", fasta, "--outdir", outdir, check=False)
+        second = run_tool("virnucpro-translate", "--chunk_size", 500, "--input", fasta, "--outdir", outdir, check=False)
         refused_line(second, first)
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
     assert own()  # a kill -9 leaves them; the rerun cleans them
-    run_tool("virnucpro-translate", "--input", fasta, "--outdir", outdir, "--workers", 1, "--shard_size", 1000)
+    run_tool("virnucpro-translate", "--chunk_size", 500, "--input", fasta, "--outdir", outdir, "--workers", 1, "--shard_size", 1000)
     assert own() == []
     for name in keep:
         assert read(outdir / name) == "not the tool's"

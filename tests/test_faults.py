@@ -62,7 +62,7 @@ def merge_args(output):
 
 def test_output_under_a_plain_file(tmp_path):
     (tmp_path / "plain").write_text("a file, not a folder\n")
-    result = run_tool("virnucpro-translate", "--input", EIGHT, "--outdir", tmp_path / "plain" / "out", check=False)
+    result = run_tool("virnucpro-translate", "--chunk_size", 500, "--input", EIGHT, "--outdir", tmp_path / "plain" / "out", check=False)
     one_error_line(result, "virnucpro-translate", "plain")
     result = run_tool("virnucpro-merge", *merge_args(tmp_path / "plain" / "m.h5"), check=False)
     one_error_line(result, "virnucpro-merge", "plain", "is a file, not a folder")
@@ -71,7 +71,7 @@ def test_output_under_a_plain_file(tmp_path):
 
 def test_output_that_is_a_folder(tmp_path):
     (tmp_path / "8seq.nucleotide.fa").mkdir()
-    result = run_tool("virnucpro-translate", "--input", EIGHT, "--outdir", tmp_path, "--workers", 1, check=False)
+    result = run_tool("virnucpro-translate", "--chunk_size", 500, "--input", EIGHT, "--outdir", tmp_path, "--workers", 1, check=False)
     one_error_line(result, "virnucpro-translate", str(tmp_path / "8seq.nucleotide.fa"), "is a folder")
     assert files_in(tmp_path) == ["8seq.nucleotide.fa"]
     (tmp_path / "m.h5").mkdir()
@@ -84,7 +84,7 @@ def test_output_that_is_a_folder(tmp_path):
 
 def test_read_only_place(tmp_path):
     with mounted_tmpfs(tmp_path / "ro", "ro,size=64k") as read_only:
-        result = run_tool("virnucpro-translate", "--input", EIGHT, "--outdir", read_only / "out", check=False)
+        result = run_tool("virnucpro-translate", "--chunk_size", 500, "--input", EIGHT, "--outdir", read_only / "out", check=False)
         one_error_line(result, "virnucpro-translate", "ro/out", "Read-only file system")
         result = run_tool("virnucpro-merge", *merge_args(read_only / "m.h5"), check=False)
         one_error_line(result, "virnucpro-merge", "Read-only file system")
@@ -121,12 +121,12 @@ def test_unwritable_place_and_unreadable_input(as_nobody):
     folder, preexec = as_nobody
     shut = os.path.join(folder, "shut")
     os.mkdir(shut, 0o555)
-    result = run_as(preexec, "virnucpro-translate", "--input", EIGHT, "--outdir", os.path.join(shut, "out"))
+    result = run_as(preexec, "virnucpro-translate", "--chunk_size", 500, "--input", EIGHT, "--outdir", os.path.join(shut, "out"))
     one_error_line(result, "virnucpro-translate", "shut/out", "Permission denied")
     secret = os.path.join(folder, "secret.fa")
     shutil.copy(EIGHT, secret)
     os.chmod(secret, 0)
-    result = run_as(preexec, "virnucpro-translate", "--input", secret, "--outdir", os.path.join(folder, "out"))
+    result = run_as(preexec, "virnucpro-translate", "--chunk_size", 500, "--input", secret, "--outdir", os.path.join(folder, "out"))
     one_error_line(result, "virnucpro-translate", "secret.fa", "Permission denied")
     os.chmod(shut, 0o755)
     assert files_in(shut) == []
@@ -138,7 +138,7 @@ def test_unwritable_place_and_unreadable_input(as_nobody):
 def test_full_disk_translate_and_merge(tmp_path):
     with mounted_tmpfs(tmp_path / "small", "size=256k") as small:
         for workers in (1, 2):
-            result = run_tool("virnucpro-translate", "--input", EIGHT, "--outdir", small / "out",
+            result = run_tool("virnucpro-translate", "--chunk_size", 500, "--input", EIGHT, "--outdir", small / "out",
                               "--workers", workers, check=False)
             one_error_line(result, "virnucpro-translate", "No space left on device")
             no_temporaries(small)
@@ -198,7 +198,7 @@ def signal_while_running(command, outdir, signum):
 def test_signals_stop_translate_cleanly(tmp_path, large_fasta, signum, status, words):
     outdir = tmp_path / "out"
     command = [sys.executable, os.path.join(BIN, "virnucpro-translate"), "--input", str(large_fasta),
-               "--outdir", str(outdir), "--workers", "2"]
+               "--outdir", str(outdir), "--chunk_size", "500", "--workers", "2"]
     code, stderr = signal_while_running(command, outdir, signum)
     assert code == status, stderr
     assert "Traceback" not in stderr, stderr
@@ -206,7 +206,7 @@ def test_signals_stop_translate_cleanly(tmp_path, large_fasta, signum, status, w
     no_temporaries(outdir)
     assert not any(name.endswith(".fa") for name in files_in(outdir))
     # nothing left behind that a rerun would trip over: it completes
-    run_tool("virnucpro-translate", "--input", large_fasta, "--outdir", outdir, "--workers", 2)
+    run_tool("virnucpro-translate", "--chunk_size", 500, "--input", large_fasta, "--outdir", outdir, "--workers", 2)
     no_temporaries(outdir)
 
 
@@ -233,7 +233,7 @@ def test_rna_is_read_as_dna_with_a_warning_naming_the_file(tmp_path):
     (tmp_path / "dna.fa").write_text(f">s1\n{dna}\n")
     (tmp_path / "rna.fa").write_text(f">s1\n{dna.replace('T', 'U')}\n")
     for name in ("dna", "rna"):
-        result = run_tool("virnucpro-translate", "--input", tmp_path / f"{name}.fa", "--outdir", tmp_path / name)
+        result = run_tool("virnucpro-translate", "--chunk_size", 500, "--input", tmp_path / f"{name}.fa", "--outdir", tmp_path / name)
         warned = [line for line in result.stderr.splitlines() if "WARNING" in line and "RNA" in line]
         assert bool(warned) == (name == "rna"), result.stderr
         if warned:

@@ -88,7 +88,7 @@ def test_classify_alone_reads_the_same_tables(odd_run, test_models, tmp_path):
 def test_an_id_over_the_limit_is_refused_at_input(tmp_path):
     fasta = tmp_path / "long.fa"
     fasta.write_text(f">ok\nACGTACGT\n>{'x' * (MAX_ID_LENGTH + 1)}\nACGTACGT\n")
-    result = run_tool("virnucpro-translate", "--input", fasta, "--outdir", tmp_path / "out", check=False)
+    result = run_tool("virnucpro-translate", "--chunk_size", 500, "--input", fasta, "--outdir", tmp_path / "out", check=False)
     one_error_line(result, "virnucpro-translate", "long.fa", "record 2", f"at most {MAX_ID_LENGTH}")
     assert files_in(tmp_path / "out") == []
 
@@ -107,7 +107,7 @@ def test_an_id_with_a_tab_from_a_features_file_is_one_line(tmp_path, test_models
 def test_cr_only_line_ends_are_named(tmp_path):
     fasta = tmp_path / "mac.fa"
     fasta.write_bytes(b">a\rACGTACGTAAAC\r>b\rACGTTTGACCA\r")
-    result = run_tool("virnucpro-translate", "--input", fasta, "--outdir", tmp_path / "out", check=False)
+    result = run_tool("virnucpro-translate", "--chunk_size", 500, "--input", fasta, "--outdir", tmp_path / "out", check=False)
     one_error_line(result, "virnucpro-translate", "mac.fa", "CR-only (classic Mac) line ends")
 
 
@@ -164,7 +164,7 @@ def test_a_file_under_the_lock_name_without_the_signature_is_left_alone(tmp_path
     out.mkdir()
     lock = out / ".x.translate.json.virnucpro-lock"
     lock.write_text("someone else's notes\n")
-    result = run_tool("virnucpro-translate", "--input", fasta, "--outdir", out, check=False)
+    result = run_tool("virnucpro-translate", "--chunk_size", 500, "--input", fasta, "--outdir", out, check=False)
     one_error_line(result, "virnucpro-translate", "not a virnucpro lock", "left alone")
     assert read(lock) == "someone else's notes\n"
 
@@ -177,10 +177,10 @@ def test_a_lock_left_on_another_host_is_refused_unless_taken_over(tmp_path):
     lock = out / ".x.translate.json.virnucpro-lock"
     holder = dict(pid=1, host=socket.gethostname() + "-elsewhere", started="2026-01-01 00:00:00", command="translate")
     lock.write_text("virnucpro-lock v1\n" + json.dumps(holder) + "\n")
-    result = run_tool("virnucpro-translate", "--input", fasta, "--outdir", out, check=False)
+    result = run_tool("virnucpro-translate", "--chunk_size", 500, "--input", fasta, "--outdir", out, check=False)
     one_error_line(result, "virnucpro-translate", "another host", holder["host"], "VIRNUCPRO_TAKE_OVER_LOCK=1")
     assert not os.path.exists(out / "x.nucleotide.fa")
-    run_tool("virnucpro-translate", "--input", fasta, "--outdir", out, env={"VIRNUCPRO_TAKE_OVER_LOCK": "1"})
+    run_tool("virnucpro-translate", "--chunk_size", 500, "--input", fasta, "--outdir", out, env={"VIRNUCPRO_TAKE_OVER_LOCK": "1"})
     assert os.path.exists(out / "x.nucleotide.fa") and not lock.exists()
 
 
@@ -279,7 +279,7 @@ def test_an_input_changed_while_it_is_read_is_one_line_and_nothing_is_published(
         for i in range(200):
             handle.write(f">r{i}\n" + "".join(rng.choice(list("ACGT"), 20_000)) + "\n")
     outdir = tmp_path / "out"
-    first = start("virnucpro-translate", "--input", fasta, "--outdir", outdir, "--workers", 1)
+    first = start("virnucpro-translate", "--chunk_size", 500, "--input", fasta, "--outdir", outdir, "--workers", 1)
     started = lambda: any(name.endswith(".tmp") for name in files_in(outdir))  # noqa: E731
     stop_while_holding(first, outdir / ".big.translate.json.virnucpro-lock", also=started)
     change(fasta)
@@ -299,9 +299,9 @@ def test_workers_are_capped_at_the_cpus_available(tmp_path, test_models):
     from virnucpro.parallel import available_cpus
 
     fasta = os.path.join(REPO, "examples", "metagenome_scaffolds.fa")
-    many = run_tool("virnucpro-translate", "--input", fasta, "--outdir", tmp_path / "many", "--workers", 64)
+    many = run_tool("virnucpro-translate", "--chunk_size", 500, "--input", fasta, "--outdir", tmp_path / "many", "--workers", 64)
     assert f"--workers 64: only {available_cpus()} CPU(s) are available to this job" in many.stderr
-    run_tool("virnucpro-translate", "--input", fasta, "--outdir", tmp_path / "one", "--workers", 1)
+    run_tool("virnucpro-translate", "--chunk_size", 500, "--input", fasta, "--outdir", tmp_path / "one", "--workers", 1)
     for name in ("metagenome_scaffolds.nucleotide.fa", "metagenome_scaffolds.protein.fa"):
         assert read(tmp_path / "many" / name) == read(tmp_path / "one" / name)
     frames = tmp_path / "many" / "metagenome_scaffolds.nucleotide.fa"

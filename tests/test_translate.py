@@ -154,12 +154,12 @@ def test_shards_with_no_frames_still_give_one_empty_pair(tmp_path):
 
 def test_resume_skips_a_complete_output_and_overwrite_redoes_it(tmp_path):
     source = os.path.join(VANILLA, "test_with_orfs.fa")
-    run_tool("virnucpro-translate", "--input", source, "--outdir", tmp_path)
+    run_tool("virnucpro-translate", "--chunk_size", 500, "--input", source, "--outdir", tmp_path)
     protein = tmp_path / "test_with_orfs.protein.fa"
     before = os.stat(protein).st_mtime_ns
-    again = run_tool("virnucpro-translate", "--input", source, "--outdir", tmp_path)
+    again = run_tool("virnucpro-translate", "--chunk_size", 500, "--input", source, "--outdir", tmp_path)
     assert "already complete" in again.stderr and os.stat(protein).st_mtime_ns == before
-    run_tool("virnucpro-translate", "--input", source, "--outdir", tmp_path, "--overwrite")
+    run_tool("virnucpro-translate", "--chunk_size", 500, "--input", source, "--outdir", tmp_path, "--overwrite")
     assert os.stat(protein).st_mtime_ns != before
     before = os.stat(protein).st_mtime_ns
     changed = run_tool("virnucpro-translate", "--input", source, "--outdir", tmp_path, "--chunk_size", 300, check=False)
@@ -181,7 +181,7 @@ def test_resharding_removes_the_earlier_pairs(tmp_path):
 def test_empty_records_are_skipped_with_a_warning(tmp_path):
     path = tmp_path / "gaps.fa"
     path.write_text(">first\nACGTACGTAAA\n>hollow description\n>last\nATGGCC\n")
-    result = run_tool("virnucpro-translate", "--input", path, "--outdir", tmp_path / "out")
+    result = run_tool("virnucpro-translate", "--chunk_size", 500, "--input", path, "--outdir", tmp_path / "out")
     assert "record 2 'hollow' has an empty sequence; skipped" in result.stderr
     with open(tmp_path / "out" / "gaps.sequences.tsv") as handle:
         assert [line.split("\t")[0] for line in handle][1:] == ["first", "last"]
@@ -208,7 +208,7 @@ def test_bad_input_fails_with_one_clear_line_and_no_output(tmp_path, name):
     path = tmp_path / name
     path.write_bytes(content)
     outdir = tmp_path / "out"
-    result = run_tool("virnucpro-translate", "--input", path, "--outdir", outdir, check=False)
+    result = run_tool("virnucpro-translate", "--chunk_size", 500, "--input", path, "--outdir", outdir, check=False)
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and str(path) in errors[0] and message in errors[0], result.stderr
@@ -217,9 +217,9 @@ def test_bad_input_fails_with_one_clear_line_and_no_output(tmp_path, name):
 
 
 def test_missing_input_and_bad_options(tmp_path):
-    missing = run_tool("virnucpro-translate", "--input", tmp_path / "nope.fa", "--outdir", tmp_path / "o", check=False)
+    missing = run_tool("virnucpro-translate", "--chunk_size", 500, "--input", tmp_path / "nope.fa", "--outdir", tmp_path / "o", check=False)
     assert missing.returncode == 1 and "nope.fa: no such file" in missing.stderr
-    bad = run_tool("virnucpro-translate", "--input", os.path.join(VANILLA, "test_with_orfs.fa"),
+    bad = run_tool("virnucpro-translate", "--chunk_size", 500, "--input", os.path.join(VANILLA, "test_with_orfs.fa"),
                    "--outdir", tmp_path / "o", "--shard_size", -1, check=False)
     assert bad.returncode == 1 and "--shard_size" in bad.stderr
     assert files_in(tmp_path / "o") == []
@@ -241,7 +241,7 @@ def test_a_changed_input_with_the_same_name_is_refused_then_translated_again(tmp
 def test_non_ascii_ids_are_written_as_utf8_whatever_the_locale(tmp_path):
     path = tmp_path / "ids.fa"
     path.write_bytes(">séquence_α\nATGAAACCCGGG\n".encode("utf-8"))
-    run_tool("virnucpro-translate", "--input", path, "--outdir", tmp_path / "out",
+    run_tool("virnucpro-translate", "--chunk_size", 500, "--input", path, "--outdir", tmp_path / "out",
              env={"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"})
     with open(tmp_path / "out" / "ids.protein.fa", encoding="utf-8") as handle:
         assert handle.readline() == ">séquence_α_chunk_1F1\n"

@@ -339,7 +339,7 @@ def _write_chunks(input, temp, chunk_size, workers, chunksize, batch_bases):
         handle.writelines(ordered_map(chunk_batch, tasks, workers, chunksize))
 
 
-def translate(input, outdir, chunk_size=500, workers=None, shard_size=0, overwrite=False,
+def translate(input, outdir, chunk_size, workers=None, shard_size=0, overwrite=False,
               write_chunks=False, any_chunk_size=False, verbose=False):
     """Cut sequences into chunks and keep each chunk's stop-free six-frame translations.
 
@@ -351,7 +351,7 @@ def translate(input, outdir, chunk_size=500, workers=None, shard_size=0, overwri
     Args:
       input: FASTA file of DNA (plain or .gz).
       outdir: output folder (created if needed).
-      chunk_size: 300 or 500, the length the classifier was trained on.
+      chunk_size: 300 or 500, the length the classifier was trained on (no default: a wrong one would show only at classify, after the embedding).
       workers: processes to use (default: all CPUs available to this job).
       shard_size: frames per output shard pair <stem>.00001.*.fa, ... (0: one pair).
       overwrite: redo, replacing complete outputs made the same way or differently.
