@@ -279,7 +279,7 @@ def predict_run(
 
         stages.start("translate", f"{input} into {chunk_size} bp chunks, six frames", [folder["translate"]])
         translated = translate_fasta(input, folder["translate"], chunk_size=chunk_size, workers=workers,
-                                     shard_size=shard_size, redo=True)
+                                     shard_size=shard_size, redo=True, input_sha256=settings["input_sha256"])
         shards = [shard_of(path) for path in translated["nucleotide"]]
         stages.done("translate")
 

@@ -221,14 +221,15 @@ class _ShardWriter:
 
 
 def translate_fasta(input, outdir, chunk_size=500, workers=None, shard_size=0, overwrite=False,
-                    write_chunks=False, batch_bases=None, redo=False):
+                    write_chunks=False, batch_bases=None, redo=False, input_sha256=None):
     """Translate one FASTA file; returns dict(nucleotide=[paths], protein=[paths], sequences=path, ...).
 
     Output is byte-identical for any number of workers. `<stem>.translate.json` records the
     input's SHA-256 and the settings (chunk size, shards): a finished run made the same way is
     reused (logged); outputs made differently are refused (one line) unless `overwrite`, or made
     again with `redo` (for a caller that owns the folder). One run at a time per input stem and
-    folder; nothing is left under a final name if the run fails.
+    folder; nothing is left under a final name if the run fails. `input_sha256`: the input's digest
+    when the caller has just taken it (one read less; a change since is still caught while reading).
     """
     from .outputs import changed_files, exclusive, read_record, remove_own_temps, reuse_existing
 
@@ -240,7 +241,7 @@ def translate_fasta(input, outdir, chunk_size=500, workers=None, shard_size=0, o
         raise UserError(f"--shard_size must be a whole number >= 0, got {shard_size!r}")
     check_readable(input)
     outdir = str(outdir)
-    settings = {"input": os.path.basename(input), "input_sha256": file_sha256(input), "chunk_size": chunk_size,
+    settings = {"input": os.path.basename(input), "input_sha256": input_sha256 or file_sha256(input), "chunk_size": chunk_size,
                 "shard_size": shard_size, "write_chunks": bool(write_chunks)}
     manifest_path = translate_outputs(outdir, input)["manifest"]
     with exclusive(manifest_path, f"translation of {stem(input)} in {outdir}"):
