@@ -157,12 +157,17 @@ def test_users_lock_files_survive_and_a_read_only_parent_works(test_models, smal
                 or name == ".virnucpro.lock"]
 
 
-def test_a_file_under_the_lock_name_without_the_signature_is_left_alone(tmp_path):
+def translate_lock(tmp_path):
+    """(input, outdir, the lock translate takes for it) of a one-record translation."""
     fasta = tmp_path / "x.fa"
     fasta.write_text(">a\nACGTACGTAAACGT\n")
     out = tmp_path / "out"
     out.mkdir()
-    lock = out / ".x.translate.json.virnucpro-lock"
+    return fasta, out, out / ".x.translate.json.virnucpro-lock"
+
+
+def test_a_file_under_the_lock_name_without_the_signature_is_left_alone(tmp_path):
+    fasta, out, lock = translate_lock(tmp_path)
     lock.write_text("someone else's notes\n")
     result = run_tool("virnucpro-translate", "--chunk_size", 500, "--input", fasta, "--outdir", out, check=False)
     one_error_line(result, "virnucpro-translate", "not a virnucpro lock", "left alone")
@@ -170,11 +175,7 @@ def test_a_file_under_the_lock_name_without_the_signature_is_left_alone(tmp_path
 
 
 def test_a_lock_left_on_another_host_is_refused_unless_taken_over(tmp_path):
-    fasta = tmp_path / "x.fa"
-    fasta.write_text(">a\nACGTACGTAAACGT\n")
-    out = tmp_path / "out"
-    out.mkdir()
-    lock = out / ".x.translate.json.virnucpro-lock"
+    fasta, out, lock = translate_lock(tmp_path)
     holder = dict(pid=1, host=socket.gethostname() + "-elsewhere", started="2026-01-01 00:00:00", command="translate")
     lock.write_text("virnucpro-lock v1\n" + json.dumps(holder) + "\n")
     result = run_tool("virnucpro-translate", "--chunk_size", 500, "--input", fasta, "--outdir", out, check=False)
