@@ -49,3 +49,15 @@ def write_pickle_bomb(tmp_path, saved_expression, path, legacy=False):
 def files_in(folder):
     """Names of the files in a folder, hidden temporaries included (so leftovers are caught)."""
     return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+
+
+def write_random_dna_fasta(path, records, length, seed):
+    """`records` random DNA records `r0`, `r1`, ... of `length` bases each (deterministic by `seed`):
+    an input large enough that translating it takes a moment."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as handle:
+        for i in range(records):
+            handle.write(f">r{i}\n" + "".join(rng.choice(list("ACGT"), length)) + "\n")
+    return path

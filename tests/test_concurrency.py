@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from helpers import BIN, files_in, run_tool
+from helpers import BIN, files_in, run_tool, write_random_dna_fasta
 from test_merge import write_embeddings
 from test_predict import FINAL, predict_args, read, small_fasta  # noqa: F401  (a fixture)
 
@@ -109,11 +109,7 @@ def test_merge_holder_that_finishes_publishes_a_complete_file(big_pair, tmp_path
 
 
 def test_translate_rerun_after_a_kill_removes_only_its_own_temporaries(tmp_path):
-    rng = np.random.default_rng(1)
-    fasta = tmp_path / "big.fa"
-    with open(fasta, "w") as handle:
-        for i in range(400):
-            handle.write(f">r{i}\n" + "".join(rng.choice(list("ACGT"), 50_000)) + "\n")
+    fasta = write_random_dna_fasta(tmp_path / "big.fa", 400, 50_000, seed=1)
     outdir = tmp_path / "out"
     outdir.mkdir()
     keep = [".notes.tmp", ".bigger.shard.abcd1234.tmp", "big.notes.fa"]

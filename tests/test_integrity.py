@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 import pytest
 
-from helpers import BIN, REPO, files_in, run_tool
+from helpers import BIN, REPO, files_in, run_tool, write_random_dna_fasta
 from test_faults import as_nobody, one_error_line, run_as  # noqa: F401  (a fixture)
 from test_concurrency import start, stop_while_holding
 from test_predict import FINAL, predict_args, read, small_fasta  # noqa: F401  (a fixture)
@@ -274,11 +274,7 @@ def change_and_put_back(path):
 
 @pytest.mark.parametrize("change", [append_a_record, change_and_put_back])
 def test_an_input_changed_while_it_is_read_is_one_line_and_nothing_is_published(tmp_path, change):
-    rng = np.random.default_rng(3)
-    fasta = tmp_path / "big.fa"
-    with open(fasta, "w") as handle:
-        for i in range(200):
-            handle.write(f">r{i}\n" + "".join(rng.choice(list("ACGT"), 20_000)) + "\n")
+    fasta = write_random_dna_fasta(tmp_path / "big.fa", 200, 20_000, seed=3)
     outdir = tmp_path / "out"
     first = start("virnucpro-translate", "--chunk_size", 500, "--input", fasta, "--outdir", outdir, "--workers", 1)
     started = lambda: any(name.endswith(".tmp") for name in files_in(outdir))  # noqa: E731

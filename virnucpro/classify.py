@@ -92,7 +92,7 @@ def highestscore_lines(chunk_best):
     yield tsv_line(HIGHESTSCORE_COLUMNS)
     for chunk_id in sorted(chunk_best):
         best_other, best_virus = chunk_best[chunk_id]
-        yield tsv_line((chunk_id, str(bool(best_virus >= best_other))), "chunk id")
+        yield tsv_line((chunk_id, str(is_viral_chunk(best_other, best_virus))), "chunk id")
 
 
 def read_sequences_table(path):
@@ -287,7 +287,7 @@ def _classify(feature_files, classifier, paths, sequences, threshold, device, bl
         with open(tmp_summary, "w", newline="\n", encoding="utf-8") as out:
             out.write(tsv_line(SUMMARY_COLUMNS))
             out.writelines(tsv_line(row, "sequence id") for row in rows)
-    n_viral_chunks = sum(1 for best_other, best_virus in chunk_scores.values() if best_virus >= best_other)
+    n_viral_chunks = sum(1 for best_other, best_virus in chunk_scores.values() if is_viral_chunk(best_other, best_virus))
     log.info(
         "scored %d frames in %d chunks (%d called viral); %d sequences summarized into %s",
         n_frames, len(chunk_scores), n_viral_chunks, len(rows), outdir,

@@ -19,6 +19,7 @@ from . import __version__
 from .errors import UserError
 from . import hub
 from .names import MODEL_RECORD as RECORD
+from .outputs import read_record
 
 log = logging.getLogger(__name__)
 
@@ -51,19 +52,11 @@ def _start_partial(outdir, what):
     return partial
 
 
-def _read_record(outdir):
-    try:
-        with open(os.path.join(outdir, RECORD)) as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return None
-
-
 def fetch_model_snapshot(model, outdir, revision="main", overwrite=False):
     """Download `model` at `revision` into `outdir` (skipped when already there); returns its record."""
     model, outdir, revision = str(model), str(outdir), str(revision)
     hub.check_hub_id(model)
-    record = _read_record(outdir)
+    record = read_record(os.path.join(outdir, RECORD))
     if record is not None and not overwrite:
         if record.get("model") == model and revision in (record.get("revision"), record.get("commit")):
             log.info("%s@%s already in %s (commit %s), skipping (use --overwrite to fetch again)",

@@ -13,7 +13,7 @@ import re
 
 from .errors import UserError
 from .names import MODEL_RECORD
-from .outputs import file_sha256
+from .outputs import file_sha256, read_record
 
 #: A hub id: `name` or `owner/name` of letters, digits, '-', '_', '.', starting with a letter or digit.
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
@@ -117,12 +117,7 @@ def model_folder(model):
 def fetched_commit(folder):
     """The hub commit recorded by virnucpro-fetch-model in the folder, if it made it (saves
     hashing 11 GB of ESM-2 weights in every extraction task)."""
-    try:
-        with open(os.path.join(folder, MODEL_RECORD)) as handle:
-            record = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    commit = record.get("commit") if isinstance(record, dict) else None
+    commit = (read_record(os.path.join(folder, MODEL_RECORD)) or {}).get("commit")
     return commit or None  # the same form as a hub cache folder's revision: the same weights, the same key
 
 
