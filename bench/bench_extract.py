@@ -45,7 +45,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from virnucpro import extract  # noqa: E402
-from virnucpro.check import sample_frames  # noqa: E402
+from virnucpro.check import cosines, sample_frames, write_fasta  # noqa: E402
 from virnucpro.dnabert import DnabertConfig, DnabertModel, DnabertTokenizer  # noqa: E402
 from virnucpro.dnabert import embed_batch as dnabert_embed  # noqa: E402
 from virnucpro.dnabert import load_dnabert  # noqa: E402
@@ -87,12 +87,6 @@ POOL = 4096
 REFERENCE = 64
 
 
-def write_fasta(path, prefix, seqs):
-    with open(path, "w") as handle:
-        handle.writelines(f">{prefix}{i}\n{seq}\n" for i, seq in enumerate(seqs))
-    return path
-
-
 REPEATS = 1
 
 
@@ -107,7 +101,7 @@ def timed(fn):
 
 
 def cosine_min(a, b):
-    return float((np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))).min())
+    return float(cosines(a, b).min())
 
 
 def row(name, seqs, tokens, seconds, baseline=None):
