@@ -44,16 +44,16 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from virnucpro import extract  # noqa: E402
+from virnucpro.stages import extract  # noqa: E402
 from virnucpro.check import cosines, sample_frames, write_fasta  # noqa: E402
-from virnucpro.dnabert import DnabertConfig, DnabertModel, DnabertTokenizer  # noqa: E402
-from virnucpro.dnabert import embed_batch as dnabert_embed  # noqa: E402
-from virnucpro.dnabert import load_dnabert  # noqa: E402
+from virnucpro.models.dnabert import DnabertConfig, DnabertModel, DnabertTokenizer  # noqa: E402
+from virnucpro.models.dnabert import embed_batch as dnabert_embed  # noqa: E402
+from virnucpro.models.dnabert import load_dnabert  # noqa: E402
 from virnucpro.embeddings_h5 import read_embeddings  # noqa: E402
-from virnucpro.esm import EsmTokens, load_esm  # noqa: E402
-from virnucpro.esm import embed_batch as esm_embed  # noqa: E402
-from virnucpro.extract import extract_embeddings, plan_batches  # noqa: E402
-from virnucpro.make_test_models import make_dnabert, make_esm, make_test_models  # noqa: E402
+from virnucpro.models.esm import EsmTokens, load_esm  # noqa: E402
+from virnucpro.models.esm import embed_batch as esm_embed  # noqa: E402
+from virnucpro.stages.extract import extract_embeddings, plan_batches  # noqa: E402
+from virnucpro.models.make_test_models import make_dnabert, make_esm, make_test_models  # noqa: E402
 
 #: zhihan1996/DNABERT-S config.json (architecture fields).
 DNABERT_S = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
@@ -221,7 +221,7 @@ def frames(genomes, count):
     virnucpro), else random frames of the same shape."""
     if genomes:
         from virnucpro.fasta import read_fasta
-        from virnucpro.translate import translate_records
+        from virnucpro.stages.translate import translate_records
 
         found, _, _ = translate_records(list(read_fasta(str(genomes))), 500)
         return [f[1] for f in found[:count]], [f[2] for f in found[:count]]
@@ -317,7 +317,7 @@ def bench_gpu(device="cuda:0", genomes=None, tokenizer=None, model_seconds=8.0, 
 
 def bench_one_gpu(kind, folder, config, seqs, device, peak, workdir, model_seconds, e2e_seconds, original_seconds,
                   max_sequences):
-    from virnucpro.pooling import LENGTH_MULTIPLE, pad_batch
+    from virnucpro.engine.pooling import LENGTH_MULTIPLE, pad_batch
 
     device_type = "cuda" if device.startswith("cuda") else "cpu"
     tokenizer = DnabertTokenizer(folder) if kind == "dnabert" else EsmTokens(folder)

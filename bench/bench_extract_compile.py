@@ -20,10 +20,10 @@ import fire
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from virnucpro.embeddings_h5 import read_embeddings  # noqa: E402
-from virnucpro.extract import Embedder  # noqa: E402
+from virnucpro.stages.extract import Embedder  # noqa: E402
 from virnucpro.fasta import read_fasta  # noqa: E402
-from virnucpro.make_test_models import make_test_models  # noqa: E402
-from virnucpro.translate import translate_records  # noqa: E402
+from virnucpro.models.make_test_models import make_test_models  # noqa: E402
+from virnucpro.stages.translate import translate_records  # noqa: E402
 
 
 def main(genomes, n=2000, model=None, batch_tokens=4096, json_path=None):

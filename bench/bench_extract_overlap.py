@@ -28,10 +28,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from virnucpro import extract  # noqa: E402
+from virnucpro.stages import extract  # noqa: E402
 from virnucpro.fasta import read_fasta  # noqa: E402
-from virnucpro.make_test_models import make_test_models  # noqa: E402
-from virnucpro.translate import translate_records  # noqa: E402
+from virnucpro.models.make_test_models import make_test_models  # noqa: E402
+from virnucpro.stages.translate import translate_records  # noqa: E402
 
 
 class SimulatedDevice:
@@ -40,7 +40,7 @@ class SimulatedDevice:
     def __init__(self, rate, dim):
         import torch
 
-        from virnucpro.pooling import OomSplitter
+        from virnucpro.engine.pooling import OomSplitter
 
         self.rate, self.busy, self.tokens = rate, 0.0, 0
         self.output = torch.zeros(1 << 14, dim)  # made once: the host should not pay for the device's output
@@ -93,7 +93,7 @@ def overlap(genomes, tokenizer, n_frames, dnabert_rate, esm_rate, threads):
     with tempfile.TemporaryDirectory() as workdir:
         models = model_folders(workdir, tokenizer)
         (dna, protein), distinct = real_frames(genomes, n_frames, workdir)
-        from virnucpro.dnabert import DnabertTokenizer
+        from virnucpro.models.dnabert import DnabertTokenizer
 
         sample = [seq for _, seq in read_fasta(dna)][:20000]
         start = time.perf_counter()

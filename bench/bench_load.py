@@ -36,7 +36,7 @@ def write_checkpoint(folder):
     import torch
     from transformers import EsmConfig, EsmForMaskedLM
 
-    from virnucpro.make_test_models import make_test_models
+    from virnucpro.models.make_test_models import make_test_models
 
     os.makedirs(folder, exist_ok=True)
     tokens = make_test_models(os.path.join(folder, "tiny"))["esm"]
@@ -71,7 +71,7 @@ def measure(folder, workdir, code):
         handle.write(">p1\nMKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVVHSLAKWKRQTLGQHDFSAGEGLYTHMKALRPDEDRLSPLHSVYVDQWDWERVMGDGERQFSTLKSTVEAIWAGIKATEAAVSEEFGLAPFLPDQIHFVHSQELLSRYPDLDAKGRERAIAKDLGAVFLVGIGGKLSDGHRHDVRAPDYDDWUAIPRT\n")
     output = os.path.join(workdir, "one.h5")
     script = ("import sys; sys.path.insert(0, sys.argv[1]); import virnucpro; print(virnucpro.__file__, file=sys.stderr); "
-              "from virnucpro.extract import extract; "
+              "from virnucpro.stages.extract import extract; "
               "extract('esm', sys.argv[2], sys.argv[3], model=sys.argv[4], device='cpu', precision='bf16', overwrite=True)")
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", script, code, protein, output, folder], capture_output=True, text=True)

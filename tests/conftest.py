@@ -31,6 +31,6 @@ def pytest_collection_modifyitems(config, items):
 def test_models(tmp_path_factory):
     """The tiny random models of `virnucpro-make-test-models`, built once per session:
     dict(dnabert=folder, esm=folder, classifier=path of classifier.pth)."""
-    from virnucpro.make_test_models import make_test_models
+    from virnucpro.models.make_test_models import make_test_models
 
     return make_test_models(str(tmp_path_factory.mktemp("test_models")))

@@ -1,6 +1,6 @@
 """A plain, obviously-correct reference of SPEC 1.1-1.2, written from the text of the rule.
 
-It shares no code with virnucpro.translate: codon by codon, with Biopython's standard table.
+It shares no code with virnucpro.stages.translate: codon by codon, with Biopython's standard table.
 (The translate benchmark measures against a re-expression of the original's own code instead.)
 """
 

@@ -138,7 +138,7 @@ def test_compile_that_fails_is_reported_and_extraction_falls_back_to_eager(test_
 def test_compile_that_fails_without_a_fallback_fails_the_check(test_models, monkeypatch, capsys):
     import torch
 
-    from virnucpro import pooling
+    from virnucpro.engine import pooling
 
     def no_fallback(self, *args, **kwargs):
         raise RuntimeError("no fallback")

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from virnucpro.classifier import MLPClassifier, load_classifier
-from virnucpro.classify import (
+from virnucpro.models.classifier import MLPClassifier, load_classifier
+from virnucpro.stages.classify import (
     classify_features,
     highestscore_lines,
     prediction_line,
@@ -279,7 +279,7 @@ def test_verdict_is_the_fraction_of_viral_chunks():
     """The issue's cases: 3 of 8 chunks viral (with high virus scores) was `virus` by the mean score;
     13 of 17 viral was `others` at --threshold 0.58. The verdict now counts the chunks the original
     calls viral (best virus score >= best other score), so it can be read off the chunk track."""
-    from virnucpro.classify import summarize
+    from virnucpro.stages.classify import summarize
 
     f32 = np.float32
     chunk_scores = {}
@@ -378,7 +378,7 @@ def test_tables_made_differently_are_refused_unless_overwrite(original_classifie
 def test_chunk_size_is_taken_from_translate_record(original_classifier, tmp_path):
     import json
 
-    from virnucpro.translate import translate_fasta
+    from virnucpro.stages.translate import translate_fasta
 
     fasta = tmp_path / "reads.fa"
     fasta.write_text(">Contig0\n" + "ATGAAACCCGGGTTTAAACCC" * 100 + "\n")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from virnucpro.errors import UserError
-from virnucpro.dnabert import DnabertTokenizer, alibi_bias, alibi_slopes, embed_batch, load_dnabert, read_state_dict
+from virnucpro.models.dnabert import DnabertTokenizer, alibi_bias, alibi_slopes, embed_batch, load_dnabert, read_state_dict
 from virnucpro.fasta import read_fasta
 
 from helpers import DATA
@@ -181,7 +181,7 @@ def test_missing_files_are_clear_errors(tmp_path):
 def test_eager_attention_builds_no_per_batch_bias(reference, monkeypatch):
     """Eager, each run of equal-length rows attends unpadded with one shared ALiBi view [1, heads, n, n]:
     no [batch, heads, length, length] tensor, and still upstream's embeddings."""
-    from virnucpro import dnabert
+    from virnucpro.models import dnabert
 
     _, model, tokenizer, expected = reference
     masks = []

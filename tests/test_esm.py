@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from virnucpro.errors import UserError
-from virnucpro.esm import MAX_RESIDUES, EsmTokens, embed_batch, load_esm
+from virnucpro.models.esm import MAX_RESIDUES, EsmTokens, embed_batch, load_esm
 
 PROTEINS = ["MKVLAAGIRSTW", "ACDEFGHIKLMNPQRSTVWY" * 4, "M", "MPQRSTVWYAC" * 7, "GGGGSGGGGS", "BZUOXMKLV"]
 
@@ -140,7 +140,7 @@ def test_safetensors_are_read_without_mapping_the_file(test_models, monkeypatch)
     """A memory-mapped 11 GB checkpoint counts in resident memory until unmapped: plain reads only."""
     import mmap
 
-    from virnucpro.weights import read_tensors
+    from virnucpro.models.weights import read_tensors
 
     def no_mmap(*args, **kwargs):
         raise AssertionError("the checkpoint was memory-mapped")

@@ -11,7 +11,7 @@ import pytest
 
 from virnucpro.errors import UserError
 from virnucpro.embeddings_h5 import PartialEmbeddings, partial_path, read_embeddings
-from virnucpro.extract import extract_embeddings, plan_batches, resolve_model
+from virnucpro.stages.extract import extract_embeddings, plan_batches, resolve_model
 from virnucpro.fasta import read_fasta
 
 from helpers import DATA, REPO, files_in, run_tool
@@ -57,11 +57,11 @@ def inputs(kind, proteins):
 def unbatched(kind, folder, path):
     """Each sequence alone through the model: the original tool's way."""
     if kind == "dnabert":
-        from virnucpro.dnabert import DnabertTokenizer, embed_batch, load_dnabert
+        from virnucpro.models.dnabert import DnabertTokenizer, embed_batch, load_dnabert
 
         model, tokenizer = load_dnabert(folder), DnabertTokenizer(folder)
     else:
-        from virnucpro.esm import EsmTokens, embed_batch, load_esm
+        from virnucpro.models.esm import EsmTokens, embed_batch, load_esm
 
         model, tokenizer = load_esm(folder), EsmTokens(folder)
     records = list(read_fasta(path, None))
@@ -130,7 +130,7 @@ def test_complete_output_is_skipped_unless_it_differs_or_overwrite(tmp_path, tes
 KILL_AFTER_TWO_BLOCKS = textwrap.dedent("""
     import os, signal, sys
     from virnucpro import embeddings_h5
-    from virnucpro.extract import extract_embeddings
+    from virnucpro.stages.extract import extract_embeddings
 
     write_block = embeddings_h5.PartialEmbeddings.write_block
     written = []
@@ -234,7 +234,7 @@ def test_a_model_that_fails_to_load_in_spawned_workers_is_a_one_line_error(tmp_p
 
 KILLED_PARENT = textwrap.dedent("""
     import sys, time
-    from virnucpro.extract import _embed_in_worker, _init_pool_worker
+    from virnucpro.stages.extract import _embed_in_worker, _init_pool_worker
     from virnucpro.parallel import ordered_map
     import multiprocessing
     import numpy as np
@@ -344,7 +344,7 @@ def test_models_load_straight_onto_the_gpu_in_the_compute_dtype(test_models, kin
     import torch
 
     model, _ = _tiny(kind, test_models[kind])
-    from virnucpro.extract import load_model
+    from virnucpro.stages.extract import load_model
 
     on_gpu = load_model(kind, test_models[kind], "cuda:0", "bf16")
     tensors = list(on_gpu.parameters())
@@ -409,7 +409,7 @@ def test_revision_of_a_fetched_folder_is_its_recorded_commit(tmp_path, test_mode
     import json
     import shutil
 
-    from virnucpro.extract import resolve_model
+    from virnucpro.stages.extract import resolve_model
 
     folder = tmp_path / "dnabert"
     shutil.copytree(test_models["dnabert"], folder)
@@ -422,7 +422,7 @@ def test_revision_of_a_fetched_folder_is_its_recorded_commit(tmp_path, test_mode
 HOLD_AFTER_FIRST_BLOCK = textwrap.dedent("""
     import sys
     from virnucpro import embeddings_h5
-    from virnucpro.extract import extract_embeddings
+    from virnucpro.stages.extract import extract_embeddings
 
     write_block = embeddings_h5.PartialEmbeddings.write_block
 
@@ -472,7 +472,7 @@ def test_a_second_run_on_the_same_output_stops_at_once_and_spares_the_first(tmp_
 
 def _failing_pooled(monkeypatch, fail):
     """Make DNABERT's pooled forward raise or corrupt what `fail(ids)` says, as a device would."""
-    from virnucpro import dnabert
+    from virnucpro.models import dnabert
 
     real = dnabert.pooled
 
@@ -519,7 +519,7 @@ def test_non_finite_embeddings_stop_the_tool_naming_the_sequences(tmp_path, test
 
     names = [name for name, _ in read_fasta(dna)]
     real = _failing_pooled(monkeypatch, lambda ids: None)
-    from virnucpro import dnabert
+    from virnucpro.models import dnabert
 
     def nan_for_longest(model, ids, mask):
         vectors = real(model, ids, mask)
@@ -547,7 +547,7 @@ def test_compiled_equals_eager(tmp_path, test_models, proteins, kind, monkeypatc
 
 
 def test_precision_and_compile_auto_follow_the_device():
-    from virnucpro.extract import resolve_compile, resolve_precision
+    from virnucpro.stages.extract import resolve_compile, resolve_precision
 
     assert resolve_precision("auto", "cpu") == "fp32" and resolve_precision("auto", "cuda") == "bf16"
     assert resolve_precision("fp16", "cpu") == "fp16"
@@ -558,7 +558,7 @@ def test_precision_and_compile_auto_follow_the_device():
 
 
 def test_one_embedder_embeds_several_files_with_one_model_load(tmp_path, test_models, dna, proteins, monkeypatch):
-    from virnucpro import extract
+    from virnucpro.stages import extract
 
     loads = []
     real = extract.load_runner
@@ -575,7 +575,7 @@ def test_one_embedder_embeds_several_files_with_one_model_load(tmp_path, test_mo
 
 
 def test_embedder_workers_load_the_model_once_for_several_files(tmp_path, test_models, dna):
-    from virnucpro import extract
+    from virnucpro.stages import extract
 
     with extract.Embedder("dnabert", model=test_models["dnabert"], device="cpu", threads=2, workers=2) as embedder:
         first = embedder.embed(dna, tmp_path / "a.h5")
@@ -630,7 +630,7 @@ def test_a_writer_failure_while_its_queue_is_full_is_raised_not_hung():
     import threading
     import time
 
-    from virnucpro.extract import _Batch, _Writer
+    from virnucpro.stages.extract import _Batch, _Writer
 
     class FailingPartial:
         written = 0
@@ -664,7 +664,7 @@ def test_a_batch_size_that_ran_out_of_memory_is_split_up_front_afterwards():
     so a run does not fail (and warn) again on every batch; results are unchanged."""
     import torch
 
-    from virnucpro.pooling import OomSplitter
+    from virnucpro.engine.pooling import OomSplitter
 
     raised = []
 
@@ -687,14 +687,14 @@ def test_a_batch_size_that_ran_out_of_memory_is_split_up_front_afterwards():
 
 
 def _tiny(kind, folder):
-    from virnucpro import dnabert, esm
+    from virnucpro.models import dnabert, esm
 
     return (dnabert.load_dnabert(folder), dnabert.pooled) if kind == "dnabert" else (esm.load_esm(folder), esm.pooled)
 
 
 def _shapes_batches(pad_id, rng=np.random.default_rng(3)):
     """Padded batches of several batch sizes (one included) and lengths, some rows padded."""
-    from virnucpro.pooling import pad_batch
+    from virnucpro.engine.pooling import pad_batch
 
     for size, longest in [(3, 24), (1, 40), (5, 8), (2, 64), (1, 16), (4, 48)]:
         tokens = [rng.integers(4, 20, size=max(3, longest - 5 * row)) for row in range(size)]
@@ -706,7 +706,7 @@ def test_one_compiled_graph_serves_every_batch_size_and_length(test_models, kind
     """Dynamic shapes from the first call: no recompile for other lengths or batch sizes, one included."""
     import torch
 
-    from virnucpro.pooling import CompiledOrEager
+    from virnucpro.engine.pooling import CompiledOrEager
 
     model, pooled = _tiny(kind, test_models[kind])
     graphs = []
@@ -729,7 +729,7 @@ def test_a_compiler_that_fails_at_the_first_call_steps_aside_with_one_warning(te
     eager from then on, with identical results and one warning line for the whole run."""
     import torch
 
-    from virnucpro.pooling import CompiledOrEager
+    from virnucpro.engine.pooling import CompiledOrEager
 
     model, pooled = _tiny("esm", test_models["esm"])
 
@@ -777,7 +777,7 @@ def test_no_c_compiler_is_one_warning_line_and_the_eager_result(tmp_path, test_m
 
 
 def test_a_cache_folder_the_user_set_is_kept(monkeypatch, tmp_path):
-    from virnucpro.pooling import writable_compile_caches
+    from virnucpro.engine.pooling import writable_compile_caches
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "mine-too"))
@@ -800,7 +800,7 @@ def test_unwritable_default_caches_move_to_the_temporary_folder(monkeypatch):
 
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
-    from virnucpro import pooling
+    from virnucpro.engine import pooling
 
     _unset(monkeypatch, "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "TRITON_HOME")
     monkeypatch.setenv("HOME", "/")
@@ -813,7 +813,7 @@ def test_unwritable_default_caches_move_to_the_temporary_folder(monkeypatch):
 
 
 def test_writable_default_caches_are_left_alone(monkeypatch):
-    from virnucpro import pooling
+    from virnucpro.engine import pooling
 
     _unset(monkeypatch, "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "TRITON_HOME")
     monkeypatch.setattr(pooling, "_can_write", lambda folder: True)

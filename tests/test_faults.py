@@ -256,7 +256,7 @@ def test_rna_reading_keeps_case_and_counts_records(tmp_path, caplog):
 def test_mismatched_classifier_message_is_complete_and_one_line(tmp_path):
     import torch
 
-    from virnucpro.classifier import MLPClassifier, load_classifier
+    from virnucpro.models.classifier import MLPClassifier, load_classifier
     from virnucpro.errors import UserError
 
     state = MLPClassifier().state_dict()

@@ -8,7 +8,7 @@ import pytest
 from fake_hub import COMMIT, FakeHub, install, write_hub_file
 from helpers import files_in, run_tool
 from virnucpro.errors import UserError
-from virnucpro.fetch_model import RECORD, fetch_model_snapshot, partial_folder
+from virnucpro.models.fetch_model import RECORD, fetch_model_snapshot, partial_folder
 
 OTHER_COMMIT = "fedcba9876543210fedcba9876543210fedcba98"
 
@@ -67,7 +67,7 @@ def test_snapshot_holds_what_extract_loads_and_the_commit(hub, test_models, tmp_
 
 
 def test_loaders_accept_the_snapshot(hub, tmp_path):
-    from virnucpro.esm import load_esm
+    from virnucpro.models.esm import load_esm
 
     outdir = tmp_path / "esm"
     fetch_model_snapshot("test-org/esm", outdir)
@@ -167,7 +167,7 @@ def test_a_hub_snapshot_without_weights_is_a_one_line_error(tmp_path, monkeypatc
     """A cache holding only configs (offline) must fail here, not later inside the model loader."""
     import huggingface_hub
 
-    from virnucpro import hub
+    from virnucpro.models import hub
 
     snapshot = tmp_path / "models--org--m" / "snapshots" / ("a" * 40)
     snapshot.mkdir(parents=True)

@@ -10,7 +10,7 @@ import zipfile
 import numpy as np
 import torch
 
-from virnucpro.dnabert import DnabertTokenizer, read_state_dict
+from virnucpro.models.dnabert import DnabertTokenizer, read_state_dict
 
 from helpers import run_tool
 
@@ -88,7 +88,7 @@ def test_a_failed_build_leaves_no_partial_model_and_a_rebuild_drops_old_files(tm
     keep its files (an old model.safetensors would be loaded instead of the new .bin)."""
     import pytest
 
-    from virnucpro import make_test_models as module
+    from virnucpro.models import make_test_models as module
 
     outdir = tmp_path / "models"
     (outdir / "dnabert").mkdir(parents=True)
@@ -110,7 +110,7 @@ def test_a_failed_build_leaves_no_partial_model_and_a_rebuild_drops_old_files(tm
 def test_each_test_classifier_records_its_chunk_size_and_that_it_is_a_test_model(test_models):
     """What predict, classify and the report read: the chunk size it was made for and the test flag;
     the model folders say they are test models in their virnucpro_model.json."""
-    from virnucpro.classifier import load_classifier, trained_chunk_size
+    from virnucpro.models.classifier import load_classifier, trained_chunk_size
     from virnucpro.names import MODEL_RECORD
 
     for name, size in (("classifier", 500), ("classifier_300", 300)):

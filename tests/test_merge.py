@@ -11,7 +11,7 @@ import pytest
 
 from helpers import DATA, REPO, files_in, run_tool, write_pickle_bomb
 from virnucpro.errors import UserError
-from virnucpro.merge import merge_features, merge_pairs, pair_inputs, shard_key
+from virnucpro.stages.merge import merge_features, merge_pairs, pair_inputs, shard_key
 
 VANILLA = os.path.join(DATA, "vanilla")
 
@@ -138,7 +138,7 @@ def test_complete_output_is_skipped_unless_overwrite(tmp_path):
 def test_h5_merge_does_not_import_torch(tmp_path):
     n_path, p_path, _, _ = make_pair(tmp_path, 8)
     code = (
-        "import sys; from virnucpro.merge import merge_features; "
+        "import sys; from virnucpro.stages.merge import merge_features; "
         f"merge_features({n_path!r}, {p_path!r}, {str(tmp_path / 'o.h5')!r}); "
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )

@@ -133,7 +133,7 @@ def other_classifier(test_models, path):
     """The test classifier with other weights (a state dict): other scores, same input size."""
     import torch
 
-    from virnucpro.classifier import load_classifier
+    from virnucpro.models.classifier import load_classifier
 
     state = load_classifier(test_models["classifier"]).state_dict()
     state["output_layer.bias"] = state["output_layer.bias"] + torch.tensor([0.0, 3.0])
@@ -226,7 +226,7 @@ def test_bad_classifier_fails_before_any_embedding(test_models, small_fasta, tmp
 def test_classifier_of_the_wrong_input_size_fails_before_any_work(test_models, small_fasta, tmp_path):
     import torch
 
-    from virnucpro.classifier import MLPClassifier
+    from virnucpro.models.classifier import MLPClassifier
 
     torch.save(MLPClassifier(input_dim=1024).state_dict(), tmp_path / "narrow.pth")
     args = predict_args(test_models, small_fasta, tmp_path / "out")
@@ -262,8 +262,8 @@ def test_full_example_file_one_row_per_frame_and_per_record(test_models, tmp_pat
 
 
 def test_each_model_is_loaded_once_for_all_shards(test_models, small_fasta, tmp_path, monkeypatch):
-    from virnucpro import extract
-    from virnucpro.predict import predict_run
+    from virnucpro.stages import extract
+    from virnucpro.stages.predict import predict_run
 
     loads = []
     real = extract.load_runner
@@ -360,7 +360,7 @@ def published_copy(test_models, path):
     like the published files, only its name says its chunk size."""
     import torch
 
-    from virnucpro.classifier import load_classifier
+    from virnucpro.models.classifier import load_classifier
 
     torch.save(load_classifier(test_models["classifier"]).state_dict(), path)
     return str(path)
@@ -432,7 +432,7 @@ def test_device_auto_on_a_gpu_machine_with_cpu_only_torch_warns_once(tmp_path):
     fake.mkdir()
     (fake / "nvidia-smi").write_text("#!/bin/sh\necho GPU 0\n")
     (fake / "nvidia-smi").chmod(0o755)
-    code = "from virnucpro.extract import plan_devices; plan_devices('auto'); plan_devices('auto'); print('ok')"
+    code = "from virnucpro.stages.extract import plan_devices; plan_devices('auto'); plan_devices('auto'); print('ok')"
     env = dict(os.environ, PATH=f"{fake}{os.pathsep}{os.environ['PATH']}")
     result = subprocess.run([sys.executable, "-c", "import logging; logging.basicConfig(); " + code],
                             capture_output=True, text=True, env=env)

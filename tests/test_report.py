@@ -16,7 +16,7 @@ SEQUENCES = ("ssDNA-linear", "RNA-linear")
 @pytest.fixture(scope="module")
 def tiny_run(test_models, tmp_path_factory):
     """The classify tables of a virnucpro-predict run on two genomes of 8seq.fa, with the tiny models."""
-    from virnucpro.predict import predict_run
+    from virnucpro.stages.predict import predict_run
 
     records = dict(read_fasta(os.path.join(DATA, "virsorter2", "8seq.fa")))
     fasta = tmp_path_factory.mktemp("input") / "tiny.fa"
@@ -91,7 +91,7 @@ def test_threshold_and_chunk_size_reach_the_report(tiny_run, tmp_path):
 
 def test_empty_run_gives_a_report(tmp_path):
     """No sequence had a stop-free frame: the tables hold headers only (plus unscored rows)."""
-    from virnucpro.classify import SUMMARY_COLUMNS
+    from virnucpro.stages.classify import SUMMARY_COLUMNS
 
     (tmp_path / "prediction_results.tsv").write_text("Sequence_ID\tPrediction\tscore1\tscore2\n")
     (tmp_path / "sequence_summary.tsv").write_text("\t".join(SUMMARY_COLUMNS) + "\nshort\t40\t1\t0\t0\tNA\tNA\tunscored\n")
@@ -115,7 +115,7 @@ def test_empty_run_gives_a_report(tmp_path):
     ("prediction_results.tsv", "FOLDER", "is a folder"),
 ])
 def test_bad_input_is_one_line_error_and_no_output(tiny_run, tmp_path, broken, content, message):
-    from virnucpro.classify import SUMMARY_COLUMNS
+    from virnucpro.stages.classify import SUMMARY_COLUMNS
 
     tables = dict(tiny_run)
     path = tmp_path / broken
@@ -137,8 +137,8 @@ def test_bad_input_is_one_line_error_and_no_output(tiny_run, tmp_path, broken, c
 
 def test_sequence_ids_with_dollar_signs_and_unicode_are_drawn_as_written(tmp_path):
     """Ids are free text: matplotlib must not read `$...$` in one as mathtext (it crashed the report)."""
-    from virnucpro.classify import SUMMARY_COLUMNS
-    from virnucpro.report import report
+    from virnucpro.stages.classify import SUMMARY_COLUMNS
+    from virnucpro.stages.report import report
 
     ids = ["a$^{x$_b", "vírus_α|β", "c_chunk_2"]
     predictions = "Sequence_ID\tPrediction\tscore1\tscore2\n" + "".join(
@@ -155,7 +155,7 @@ def test_sequence_ids_with_dollar_signs_and_unicode_are_drawn_as_written(tmp_pat
 
 
 def test_threshold_and_chunk_size_default_to_what_classify_recorded(tiny_run, test_models, tmp_path):
-    from virnucpro.classify import classify_features
+    from virnucpro.stages.classify import classify_features
 
     run_dir = os.path.dirname(tiny_run["sequence_summary.tsv"])
     tables = classify_features(os.path.join(run_dir, "4_merge", "tiny.features.h5"), test_models["classifier"],
@@ -194,7 +194,7 @@ def test_report_made_from_other_tables_is_refused_unless_overwrite(tiny_run, tmp
 
 
 def test_non_finite_scores_are_an_error(tmp_path):
-    from virnucpro.classify import SUMMARY_COLUMNS
+    from virnucpro.stages.classify import SUMMARY_COLUMNS
 
     (tmp_path / "prediction_results.tsv").write_text("Sequence_ID\tPrediction\tscore1\tscore2\nx_chunk_1F1\tothers\tnan\t0.5\n")
     (tmp_path / "sequence_summary.tsv").write_text("\t".join(SUMMARY_COLUMNS) + "\nx\t500\t1\t1\t0\t0.0\t0.5\tothers\n")
@@ -218,7 +218,7 @@ def test_the_page_explains_its_columns_and_rules(tiny_run, tmp_path):
 
 def test_chunk_colours_and_verdicts_follow_the_chunk_calls(tiny_run):
     """The red bars of a sequence are its chunks_viral, and its verdict follows from their count."""
-    from virnucpro.report import VIRUS, chunk_colour, read_results
+    from virnucpro.stages.report import VIRUS, chunk_colour, read_results
     from virnucpro.results import sequence_of
 
     results = read_results({"predictions": tiny_run["prediction_results.tsv"],

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from virnucpro.errors import UserError
 from virnucpro.fasta import stem
-from virnucpro.translate import chunk_bounds, translate_fasta, translate_records
+from virnucpro.stages.translate import chunk_bounds, translate_fasta, translate_records
 
 from helpers import DATA, files_in, read_fasta_pairs, run_tool
 from reference_translate import chunks, read_plain_fasta, reference_translate

@@ -112,7 +112,7 @@ def check_device(device, report, release, supports, built):
     """The one device checked (the first of what `--device` names), described; None when unusable."""
     import torch
 
-    from .extract import plan_devices
+    from .stages.extract import plan_devices
 
     try:
         chosen = plan_devices(device)[0]
@@ -147,8 +147,8 @@ def check_compile(device, wanted, report):
     (`pooling.CompiledOrEager`) steps aside to eager. Neither: the node cannot run the pipeline."""
     import torch
 
-    from .extract import resolve_compile
-    from .pooling import CompiledOrEager, writable_compile_caches
+    from .stages.extract import resolve_compile
+    from .engine.pooling import CompiledOrEager, writable_compile_caches
 
     if not resolve_compile(wanted, device.split(":")[0]):
         report.line("compile", f"not used on {device} (extraction compiles on a GPU; --compile on to check it here)")
@@ -195,7 +195,7 @@ def check_model(kind, model, label, device, precision, compile, frames, seconds,
     import torch
 
     from .embeddings_h5 import read_embeddings
-    from .extract import Embedder
+    from .stages.extract import Embedder
 
     dna, proteins = sample_frames(frames)
     seqs = dna if kind == "dnabert" else proteins
@@ -309,7 +309,7 @@ def check(device="auto", dnabert_model=None, esm_model=None, precision="auto", c
       min_cosine: lowest cosine accepted between device and CPU vectors. Default: 0.9999 (fp32), 0.999 (bf16/fp16).
       verbose: the extraction engine's own log lines and progress bars too.
     """
-    from .extract import _check_positive
+    from .stages.extract import _check_positive
 
     _check_positive("frames", frames)
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
@@ -351,7 +351,7 @@ def check(device="auto", dnabert_model=None, esm_model=None, precision="auto", c
 
 def _test_model(kind, workdir, report):
     """A tiny random model of `kind` in the real format (virnucpro-make-test-models' code)."""
-    from .make_test_models import make_dnabert, make_esm
+    from .models.make_test_models import make_dnabert, make_esm
 
     try:
         return (make_dnabert if kind == "dnabert" else make_esm)(os.path.join(workdir, f"test-{kind}"))

@@ -68,7 +68,7 @@ def model_worker_memory(folder):
     """A rough estimate of the memory one process running the model in `folder` needs: its
     weight files once and a half (weights, then activations and allocator slack) plus 1 GiB for
     the interpreter, torch and a batch."""
-    from .hub import weight_files
+    from .models.hub import weight_files
 
     weights = sum(os.path.getsize(path) for path in weight_files(folder))  # the files the loader reads
     return int(1.5 * weights) + (1 << 30)

@@ -7,14 +7,14 @@ import sys
 
 #: Tool name -> (module, function): the fire component the tool runs through cli.run.
 TOOLS = {
-    "virnucpro-translate": ("virnucpro.translate", "translate"),
-    "virnucpro-extract": ("virnucpro.extract", "extract"),
-    "virnucpro-merge": ("virnucpro.merge", "merge"),
-    "virnucpro-classify": ("virnucpro.classify", "classify"),
-    "virnucpro-report": ("virnucpro.report", "report"),
-    "virnucpro-predict": ("virnucpro.predict", "predict"),
-    "virnucpro-fetch-model": ("virnucpro.fetch_model", "fetch_model"),
-    "virnucpro-make-test-models": ("virnucpro.make_test_models", "main"),
+    "virnucpro-translate": ("virnucpro.stages.translate", "translate"),
+    "virnucpro-extract": ("virnucpro.stages.extract", "extract"),
+    "virnucpro-merge": ("virnucpro.stages.merge", "merge"),
+    "virnucpro-classify": ("virnucpro.stages.classify", "classify"),
+    "virnucpro-report": ("virnucpro.stages.report", "report"),
+    "virnucpro-predict": ("virnucpro.stages.predict", "predict"),
+    "virnucpro-fetch-model": ("virnucpro.models.fetch_model", "fetch_model"),
+    "virnucpro-make-test-models": ("virnucpro.models.make_test_models", "main"),
     "virnucpro-check": ("virnucpro.check", "check"),
 }
 

@@ -40,13 +40,13 @@ import time
 
 import numpy as np
 
-from . import __version__
-from .errors import UserError
-from .embeddings_h5 import IDENTITY_ATTRS, PartialEmbeddings, content_matches, partial_path, read_attrs
-from .fasta import read_fasta
-from .hub import model_folder
-from .outputs import exclusive
-from .parallel import available_cpus, cap_workers, end_pool, model_worker_memory, ordered_map, start_pool
+from .. import __version__
+from ..errors import UserError
+from ..embeddings_h5 import IDENTITY_ATTRS, PartialEmbeddings, content_matches, partial_path, read_attrs
+from ..fasta import read_fasta
+from ..models.hub import model_folder
+from ..outputs import exclusive
+from ..parallel import available_cpus, cap_workers, end_pool, model_worker_memory, ordered_map, start_pool
 
 log = logging.getLogger(__name__)
 
@@ -157,10 +157,10 @@ def load_model(kind, folder, device, precision):
     if device.startswith("cuda"):
         torch.cuda.set_device(device)
     if kind == "dnabert":
-        from .dnabert import load_dnabert
+        from ..models.dnabert import load_dnabert
 
         return load_dnabert(folder, device, dtype)
-    from .esm import load_esm
+    from ..models.esm import load_esm
 
     return load_esm(folder, device, dtype)
 
@@ -172,10 +172,10 @@ class Runner:
 
     def __init__(self, kind, model, device, compile=False):
         if kind == "dnabert":
-            from .dnabert import pooled
+            from ..models.dnabert import pooled
         else:
-            from .esm import pooled
-        from .pooling import CompiledOrEager, OomSplitter
+            from ..models.esm import pooled
+        from ..engine.pooling import CompiledOrEager, OomSplitter
 
         if compile:  # one graph for every shape; eager with one warning if compiling fails
             model = CompiledOrEager(model)
@@ -208,7 +208,7 @@ def _init_pool_worker(kind, folder, devices, precision, compile, threads):
     A failure (bad checkpoint, CUDA error) is kept and raised by the worker's first task, so the
     parent gets the error itself; an initializer that raises only breaks the pool."""
     try:
-        from .pooling import fix_cpu_threads
+        from ..engine.pooling import fix_cpu_threads
 
         fix_cpu_threads(threads)
         _WORKER["runner"] = load_runner(kind, folder, devices.get(), precision, compile)
@@ -445,11 +445,11 @@ class Embedder:
         self.batch_tokens = int(batch_tokens or DEFAULT_BATCH_TOKENS[kind, self.device_type])
         self.threads = int(threads or available_cpus())
         if kind == "esm":
-            from .esm import DEFAULT_MAX_RESIDUES, EsmTokens
+            from ..models.esm import DEFAULT_MAX_RESIDUES, EsmTokens
 
             self.tokenizer = EsmTokens(self.folder, max_residues or DEFAULT_MAX_RESIDUES)
         else:
-            from .dnabert import DnabertTokenizer
+            from ..models.dnabert import DnabertTokenizer
 
             self.tokenizer = DnabertTokenizer(self.folder)
         self.dim = model_dim(kind, self.folder)
@@ -534,7 +534,7 @@ class Embedder:
 
     def _batches(self, windows):
         """Padded batches of each tokenized window, longest first within the window."""
-        from .pooling import LENGTH_MULTIPLE, pad_batch
+        from ..engine.pooling import LENGTH_MULTIPLE, pad_batch
 
         pin = self.device_type == "cuda" and len(self.devices) == 1  # pool workers get pickled numpy, not pinned pages
         for start, size, tokens in windows:
@@ -549,7 +549,7 @@ class Embedder:
         import torch
 
         if len(self.devices) == 1:
-            from .pooling import fix_cpu_threads
+            from ..engine.pooling import fix_cpu_threads
 
             fix_cpu_threads(self.threads)
             if self.runner is None:

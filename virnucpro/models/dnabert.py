@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import UserError
+from ..errors import UserError
 from .hub import weight_files
-from .pooling import masked_mean, pad_batch
+from ..engine.pooling import masked_mean, pad_batch
 from .weights import assign_weights, read_tensors
 
 log = logging.getLogger(__name__)

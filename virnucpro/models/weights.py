@@ -13,7 +13,7 @@ import struct
 
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 
 #: safetensors dtype names -> torch dtypes.
 SAFETENSORS_DTYPES = {

@@ -26,14 +26,14 @@ import os
 import sys
 import time
 
-from . import __version__
-from .errors import UserError
-from .fasta import check_readable
-from .names import (HIGHESTSCORE, PREDICTIONS, REPORT, RUN_RECORD, STAGE_FOLDERS, SUMMARY, TIMINGS, embeddings_file,
+from .. import __version__
+from ..errors import UserError
+from ..fasta import check_readable
+from ..names import (HIGHESTSCORE, PREDICTIONS, REPORT, RUN_RECORD, STAGE_FOLDERS, SUMMARY, TIMINGS, embeddings_file,
                     features_file, predict_outputs, shard_of)
-from .outputs import exclusive, file_sha256, read_record, remove_own_temps, write_record
-from .parallel import cap_workers
-from .results import DEFAULT_THRESHOLD, check_threshold
+from ..outputs import exclusive, file_sha256, read_record, remove_own_temps, write_record
+from ..parallel import cap_workers
+from ..results import DEFAULT_THRESHOLD, check_threshold
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +62,11 @@ def preflight(input, outdir, classifier, chunk_size, any_chunk_size, dnabert_mod
     trained on --chunk_size (which it supplies when not given), each model a folder with weights or
     a hub id the cache or the hub has, the output folder writable, the threshold in [0, 1].
     Returns (chunk size, threshold, the names of the test models used)."""
-    from .classifier import check_chunk_size, load_classifier
+    from ..models.classifier import check_chunk_size, load_classifier
     from .classify import FEATURE_DIM
     from .extract import DEFAULT_MODELS
-    from .hub import check_model
-    from .outputs import check_writable_folder
+    from ..models.hub import check_model
+    from ..outputs import check_writable_folder
 
     problems, test_models = [], []
 
@@ -105,7 +105,7 @@ def preflight(input, outdir, classifier, chunk_size, any_chunk_size, dnabert_mod
 
 def _is_test_model(folder):
     """True for a model folder of virnucpro-make-test-models (its record says so)."""
-    from .names import MODEL_RECORD
+    from ..names import MODEL_RECORD
 
     return bool(os.path.isdir(str(folder)) and (read_record(os.path.join(str(folder), MODEL_RECORD)) or {}).get("test_model"))
 
@@ -319,7 +319,7 @@ def predict_run(
 @contextlib.contextmanager
 def _out_of_memory_names_the_stage(running):
     """Out of memory (host or GPU) in a stage is one line naming the stage and what to lower."""
-    from .errors import is_out_of_memory, out_of_memory_line
+    from ..errors import is_out_of_memory, out_of_memory_line
 
     try:
         yield

@@ -15,15 +15,15 @@ import os
 
 import numpy as np
 
-from .errors import UserError
-from .classifier import CLASS_NAMES, check_chunk_size, load_classifier, predict_proba
-from .names import (CLASSIFY_RECORD, HIGHESTSCORE, HIGHESTSCORE_COLUMNS, MADE_FROM, PREDICTION_COLUMNS, PREDICTIONS,
+from ..errors import UserError
+from ..models.classifier import CLASS_NAMES, check_chunk_size, load_classifier, predict_proba
+from ..names import (CLASSIFY_RECORD, HIGHESTSCORE, HIGHESTSCORE_COLUMNS, MADE_FROM, PREDICTION_COLUMNS, PREDICTIONS,
                     SEQUENCES_COLUMNS, SEQUENCES_TABLE, SUMMARY, SUMMARY_COLUMNS, TRANSLATE_RECORD, as_path_list)
-from .outputs import atomic_paths
-from .pt_io import is_hdf5, read_pt_embeddings
-from .results import (DEFAULT_THRESHOLD, check_threshold, is_viral_chunk, is_viral_sequence, sequence_of,
+from ..outputs import atomic_paths
+from ..pt_io import is_hdf5, read_pt_embeddings
+from ..results import (DEFAULT_THRESHOLD, check_threshold, is_viral_chunk, is_viral_sequence, sequence_of,
                       update_chunk_best)
-from .tsv import read_tsv, tsv_line
+from ..tsv import read_tsv, tsv_line
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def iter_feature_blocks(path, block_rows=BLOCK_ROWS):
     if is_hdf5(path):
         import h5py
 
-        from .embeddings_h5 import decode_ids
+        from ..embeddings_h5 import decode_ids
 
         try:
             handle = h5py.File(path, "r")
@@ -158,8 +158,8 @@ def classify_record(feature_files, classifier, sequences, threshold, chunk_size)
     """What the tables are made from: each features file's identity (the `made_from` merge records
     and its content digest, else its SHA-256), the classifier's and the sequences table's SHA-256, the threshold, and the
     chunk size the frames were cut with (None when unknown)."""
-    from .embeddings_h5 import CONTENT_DIGEST
-    from .outputs import input_identity
+    from ..embeddings_h5 import CONTENT_DIGEST
+    from ..outputs import input_identity
 
     return {"features": [input_identity(path, (MADE_FROM, CONTENT_DIGEST)) for path in feature_files],
             "classifier": input_identity(classifier), "threshold": threshold, "chunk_size": chunk_size,
@@ -168,7 +168,7 @@ def classify_record(feature_files, classifier, sequences, threshold, chunk_size)
 
 def recorded_chunk_size(sequences):
     """The chunk size in translate's manifest beside its `<stem>.sequences.tsv`, or None."""
-    from .outputs import read_record
+    from ..outputs import read_record
 
     folder, name = os.path.split(str(sequences))
     if not name.endswith(SEQUENCES_TABLE):
@@ -210,7 +210,7 @@ def classify_features(
     `sequences`; when known, it must be one the classifier says it was trained on (its metadata or
     published file name) unless `any_chunk_size`.
     """
-    from .outputs import changed_files, exclusive, file_digests, read_record, remove_own_temps, reuse_existing, write_record
+    from ..outputs import changed_files, exclusive, file_digests, read_record, remove_own_temps, reuse_existing, write_record
 
     outdir = str(outdir)
     paths = [os.path.join(outdir, name) for name in (PREDICTIONS, HIGHESTSCORE, SUMMARY)]

@@ -15,8 +15,8 @@ import os
 import numpy as np
 import torch
 
-from .errors import UserError
-from .pooling import masked_mean, pad_batch
+from ..errors import UserError
+from ..engine.pooling import masked_mean, pad_batch
 
 log = logging.getLogger(__name__)
 

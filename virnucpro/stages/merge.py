@@ -12,12 +12,12 @@ import os
 
 import numpy as np
 
-from . import __version__
-from .errors import UserError
-from .names import EMBEDDING_EXTENSIONS, MADE_FROM, as_path_list, features_file, shard_key
-from .outputs import atomic_paths, exclusive, input_identity, remove_own_temps, reuse_existing
-from .parallel import ordered_map, plan_pool
-from .pt_io import is_hdf5, read_pt_embeddings
+from .. import __version__
+from ..errors import UserError
+from ..names import EMBEDDING_EXTENSIONS, MADE_FROM, as_path_list, features_file, shard_key
+from ..outputs import atomic_paths, exclusive, input_identity, remove_own_temps, reuse_existing
+from ..parallel import ordered_map, plan_pool
+from ..pt_io import is_hdf5, read_pt_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class EmbeddingInput:
     def _open_h5(self):
         import h5py
 
-        from .embeddings_h5 import decode_ids, text_attrs
+        from ..embeddings_h5 import decode_ids, text_attrs
 
         try:
             self._h5 = h5py.File(self.path, "r")
@@ -146,7 +146,7 @@ def _progress(n_rows, name):
 def merge_record(nucleotide, protein, skip_missing):
     """What a features file is made from: each input's identity (the identity attributes extract
     records, or the bytes' SHA-256 for other files) and the skip_missing setting."""
-    from .embeddings_h5 import CONTENT_DIGEST, IDENTITY_ATTRS
+    from ..embeddings_h5 import CONTENT_DIGEST, IDENTITY_ATTRS
 
     identity = IDENTITY_ATTRS + (CONTENT_DIGEST,)  # an input remade with other content is another input
     return {"nucleotide": input_identity(nucleotide, identity),
@@ -157,7 +157,7 @@ def recorded_merge(path):
     """The `merge_record` a features file carries, or None (missing, unreadable or not recorded)."""
     import json
 
-    from .embeddings_h5 import text_attrs
+    from ..embeddings_h5 import text_attrs
 
     try:
         import h5py
@@ -179,7 +179,7 @@ def merge_features(nucleotide, protein, output, skip_missing=False, overwrite=Fa
     output = str(output)
     record = merge_record(nucleotide, protein, skip_missing)
     with exclusive(output, f"merged features {output}"):
-        from .embeddings_h5 import content_matches
+        from ..embeddings_h5 import content_matches
 
         if reuse_existing([output], recorded_merge(output), record, overwrite, redo, "merged features",
                           check=lambda: [] if content_matches(output, "features") else [os.path.basename(output)]):
@@ -193,7 +193,7 @@ def _merge(nucleotide, protein, output, skip_missing, block_rows, record):
 
     import h5py
 
-    from .embeddings_h5 import CONTENT_DIGEST, ContentDigest
+    from ..embeddings_h5 import CONTENT_DIGEST, ContentDigest
 
     with EmbeddingInput(nucleotide, "nucleotide") as nucl, EmbeddingInput(protein, "protein") as prot:
         nucl_rows, prot_rows = _join(nucl, prot, skip_missing)
@@ -288,7 +288,7 @@ def _merge_batch(task):
     """Pool worker: merge a batch of pairs; a failing pair is reported, not raised, so others finish."""
     pairs, skip_missing, overwrite = task
     if not logging.getLogger().handlers:
-        from .cli import setup_logging
+        from ..cli import setup_logging
 
         setup_logging("virnucpro-merge")
     results = []

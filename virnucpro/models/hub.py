@@ -11,9 +11,9 @@ import json
 import os
 import re
 
-from .errors import UserError
-from .names import MODEL_RECORD
-from .outputs import file_sha256, read_record
+from ..errors import UserError
+from ..names import MODEL_RECORD
+from ..outputs import file_sha256, read_record
 
 #: A hub id: `name` or `owner/name` of letters, digits, '-', '_', '.', starting with a letter or digit.
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")

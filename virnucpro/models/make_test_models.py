@@ -203,7 +203,7 @@ def make_classifier_300(path):
 def mark_test_model(folder):
     """Record in the model folder (MODEL_RECORD, as virnucpro-fetch-model records a hub model) that
     it is a random test model, so a run made with it says so on its report."""
-    from .names import MODEL_RECORD
+    from ..names import MODEL_RECORD
 
     with open(os.path.join(folder, MODEL_RECORD), "w") as handle:
         json.dump({"model": f"virnucpro-test-{os.path.basename(folder)}", "test_model": True}, handle, indent=2)
@@ -229,7 +229,7 @@ def build_atomically(final, build):
 
 def make_test_models(outdir):
     """Build the test models under `outdir`; returns dict(dnabert=, esm=, classifier=, classifier_300=) paths."""
-    from .names import TEST_MODELS
+    from ..names import TEST_MODELS
 
     makers = dict(dnabert=lambda path: mark_test_model(make_dnabert(path)) or path,
                   esm=lambda path: mark_test_model(make_esm(path)) or path,

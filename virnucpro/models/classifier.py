@@ -12,8 +12,8 @@ import os
 import re
 import struct
 
-from .errors import UserError
-from .pt_io import one_line, torch_load_problem
+from ..errors import UserError
+from ..pt_io import one_line, torch_load_problem
 
 #: Class 0 and class 1 of the published models: score1 and score2 are their softmax probabilities.
 CLASS_NAMES = ("others", "virus")
@@ -68,7 +68,7 @@ def _module_classes():
         dictionary; nothing of it is ever run, its state dict is copied into a fresh MLPClassifier.
         """
 
-    MLPClassifier.__qualname__ = "MLPClassifier"  # pickled by reference as virnucpro.classifier.MLPClassifier
+    MLPClassifier.__qualname__ = "MLPClassifier"  # pickled by reference as virnucpro.models.classifier.MLPClassifier
     return MLPClassifier, PickledMLPClassifier
 
 

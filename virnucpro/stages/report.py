@@ -18,10 +18,10 @@ import time
 
 import numpy as np
 
-from . import __version__
-from .errors import UserError
-from .names import PREDICTION_COLUMNS, REPORT, REPORT_RECORD, SUMMARY_COLUMNS
-from .results import (DEFAULT_THRESHOLD, chunk_bounds, chunk_id, is_viral_chunk, is_viral_sequence,
+from .. import __version__
+from ..errors import UserError
+from ..names import PREDICTION_COLUMNS, REPORT, REPORT_RECORD, SUMMARY_COLUMNS
+from ..results import (DEFAULT_THRESHOLD, chunk_bounds, chunk_id, is_viral_chunk, is_viral_sequence,
                       read_classify_record, update_chunk_best)
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class Results:
 
 def _table_lines(path, what, columns):
     """Rows of a TSV as lists, after checking that it exists and starts with `columns` (one-line errors)."""
-    from .tsv import read_tsv
+    from ..tsv import read_tsv
 
     return read_tsv(path, columns, what, exact=False)
 
@@ -246,7 +246,7 @@ def _banner(settings, test_classifier):
 def write_report(path, results, settings, times, chunk_size, started=None, test_classifier=False):
     """Write the self-contained report.html atomically; returns its path. `times`: stage -> seconds
     (or text); `started`: when the report stage began (perf_counter), to show its own time too."""
-    from .outputs import atomic_paths
+    from ..outputs import atomic_paths
 
     counts = results.counts()
     parts = [
@@ -331,7 +331,7 @@ def make_report(predictions, summary, outdir, chunk_size=None, threshold=None, n
     has read the tables already. The test-model banner shows when settings or classify's record say
     a test model was used.
     """
-    from .outputs import (changed_files, exclusive, file_digests, input_identity, read_record, remove_own_temps,
+    from ..outputs import (changed_files, exclusive, file_digests, input_identity, read_record, remove_own_temps,
                           reuse_existing, write_record)
 
     predictions, summary, outdir = str(predictions), str(summary), str(outdir)

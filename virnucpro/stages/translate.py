@@ -13,14 +13,14 @@ import os
 import numpy as np
 from tqdm import tqdm
 
-from . import __version__
-from .errors import UserError
-from .fasta import check_readable, check_unchanged, file_state, format_record, read_fasta, wrap_record
-from .names import SEQUENCES_COLUMNS, TRANSLATE_RECORD, stem, translate_output_pattern, translate_outputs
-from .outputs import discard, file_sha256, publish, temp_path_for
-from .parallel import available_cpus, ordered_map, plan_pool
-from .results import chunk_bounds, chunk_id
-from .tsv import tsv_line
+from .. import __version__
+from ..errors import UserError
+from ..fasta import check_readable, check_unchanged, file_state, format_record, read_fasta, wrap_record
+from ..names import SEQUENCES_COLUMNS, TRANSLATE_RECORD, stem, translate_output_pattern, translate_outputs
+from ..outputs import discard, file_sha256, publish, temp_path_for
+from ..parallel import available_cpus, ordered_map, plan_pool
+from ..results import chunk_bounds, chunk_id
+from ..tsv import tsv_line
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ def translate_fasta(input, outdir, chunk_size=500, workers=None, shard_size=0, o
     folder; nothing is left under a final name if the run fails. `input_sha256`: the input's digest
     when the caller has just taken it (one read less; a change since is still caught while reading).
     """
-    from .outputs import changed_files, exclusive, read_record, remove_own_temps, reuse_existing
+    from ..outputs import changed_files, exclusive, read_record, remove_own_temps, reuse_existing
 
     if not isinstance(chunk_size, int) or chunk_size < 3:
         raise UserError(f"--chunk_size must be a whole number of at least 3, got {chunk_size!r}")
@@ -325,7 +325,7 @@ def _translate(input, outdir, settings, workers, batch_bases):
 def _write_manifest(outputs, settings, counts, digests):
     """The record that vouches for the outputs: settings, names, counts and each file's SHA-256
     (checked before a rerun reuses them)."""
-    from .outputs import write_record
+    from ..outputs import write_record
 
     names = {key: [os.path.basename(p) for p in value] if isinstance(value, list) else os.path.basename(value)
              for key, value in outputs.items()}
@@ -360,7 +360,7 @@ def translate(input, outdir, chunk_size, workers=None, shard_size=0, overwrite=F
       any_chunk_size: accept a --chunk_size other than 300 or 500 (for a classifier of your own).
       verbose: debug logging.
     """
-    from .classifier import check_allowed_chunk_size
+    from ..models.classifier import check_allowed_chunk_size
 
     check_allowed_chunk_size(chunk_size, any_chunk_size)
     translate_fasta(input, outdir, chunk_size=chunk_size, workers=workers, shard_size=shard_size,

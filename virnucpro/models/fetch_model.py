@@ -15,11 +15,11 @@ import logging
 import os
 import shutil
 
-from . import __version__
-from .errors import UserError
+from .. import __version__
+from ..errors import UserError
 from . import hub
-from .names import MODEL_RECORD as RECORD
-from .outputs import read_record
+from ..names import MODEL_RECORD as RECORD
+from ..outputs import read_record
 
 log = logging.getLogger(__name__)
 

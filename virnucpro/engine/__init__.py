@@ -1,0 +1,1 @@
+"""Running a model on a device: devices and precision, batching, streaming, compile."""

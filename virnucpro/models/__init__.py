@@ -1,0 +1,1 @@
+"""The models: their architectures, loading (hub id or local folder), fetching and test stand-ins."""
