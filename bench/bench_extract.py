@@ -45,6 +45,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from virnucpro.stages import extract  # noqa: E402
+from virnucpro.engine import devices, embedder  # noqa: E402
 from virnucpro.check import cosines, sample_frames, write_fasta  # noqa: E402
 from virnucpro.models.dnabert import DnabertConfig, DnabertModel, DnabertTokenizer  # noqa: E402
 from virnucpro.models.dnabert import embed_batch as dnabert_embed  # noqa: E402
@@ -52,7 +53,8 @@ from virnucpro.models.dnabert import load_dnabert  # noqa: E402
 from virnucpro.embeddings_h5 import read_embeddings  # noqa: E402
 from virnucpro.models.esm import EsmTokens, load_esm  # noqa: E402
 from virnucpro.models.esm import embed_batch as esm_embed  # noqa: E402
-from virnucpro.stages.extract import extract_embeddings, plan_batches  # noqa: E402
+from virnucpro.engine.streaming import plan_batches  # noqa: E402
+from virnucpro.stages.extract import extract_embeddings  # noqa: E402
 from virnucpro.models.make_test_models import make_dnabert, make_esm, make_test_models  # noqa: E402
 
 #: zhihan1996/DNABERT-S config.json (architecture fields).
@@ -343,7 +345,7 @@ def bench_one_gpu(kind, folder, config, seqs, device, peak, workdir, model_secon
     reference = np.concatenate([embed(model, [t], tokenizer.pad_id, device) for t in encoded[:REFERENCE]])
 
     # The engine's precision, the same weights rounded; memory statistics from here on.
-    precision = extract.resolve_precision("auto", device_type)
+    precision = devices.resolve_precision("auto", device_type)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     for parameter in model.parameters():  # weights only: buffers (ESM-2's rotary frequencies) stay fp32, as loaded
         parameter.data = parameter.data.to(dtype)
@@ -351,8 +353,8 @@ def bench_one_gpu(kind, folder, config, seqs, device, peak, workdir, model_secon
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
         entry["gpu_memory_after_load_gib"] = gib(torch.cuda.memory_allocated(device))
-    compile = extract.resolve_compile("auto", device_type)
-    runner = extract.Runner(kind, model, device, compile)
+    compile = devices.resolve_compile("auto", device_type)
+    runner = embedder.Runner(kind, model, device, compile)
 
     # Model only: padded batches of the engine's token budget, already on the device.
     budget = extract.DEFAULT_BATCH_TOKENS[kind, device_type]
@@ -381,14 +383,14 @@ def bench_one_gpu(kind, folder, config, seqs, device, peak, workdir, model_secon
     with open(fasta, "w") as handle:
         handle.writelines(f">s{i}\n{seqs[i % len(seqs)]}\n" for i in range(count))
     output = os.path.join(workdir, f"{kind}.e2e.h5")
-    swapped = extract.load_runner
-    extract.load_runner = lambda *args, **kwargs: runner
+    swapped = embedder.load_runner
+    embedder.load_runner = lambda *args, **kwargs: runner
     try:
         started = time.perf_counter()
         extract_embeddings(kind, fasta, output, model=folder, device=device, precision=precision, overwrite=True)
         seconds = time.perf_counter() - started
     finally:
-        extract.load_runner = swapped
+        embedder.load_runner = swapped
     tokens = int(lengths.sum()) * (count // len(encoded)) + int(lengths[: count % len(encoded)].sum())
     rate = tokens / seconds
     ours = read_embeddings(output)[1][:REFERENCE]

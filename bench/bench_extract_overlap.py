@@ -28,6 +28,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from virnucpro.engine import embedder  # noqa: E402
 from virnucpro.stages import extract  # noqa: E402
 from virnucpro.fasta import read_fasta  # noqa: E402
 from virnucpro.models.make_test_models import make_test_models  # noqa: E402
@@ -44,7 +45,7 @@ class SimulatedDevice:
 
         self.rate, self.busy, self.tokens = rate, 0.0, 0
         self.output = torch.zeros(1 << 14, dim)  # made once: the host should not pay for the device's output
-        self.forward = OomSplitter(self._run, "cuda")  # as extract.Runner has (it never runs out here)
+        self.forward = OomSplitter(self._run, "cuda")  # as embedder.Runner has (it never runs out here)
 
     def __call__(self, ids, mask):
         return self.forward(ids, mask)
@@ -65,7 +66,7 @@ def simulate(rate):
         devices.append(SimulatedDevice(rate, extract.model_dim(kind, folder)))
         return devices[-1]
 
-    extract.load_runner = load_runner
+    embedder.load_runner = load_runner
     return devices
 
 

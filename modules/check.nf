@@ -15,7 +15,8 @@ process CHECK {
 
     output:
     path 'check.txt', emit: report
-    path 'versions.yml', emit: versions
+    tuple val("${task.process}"), val('virnucpro'), eval('virnucpro-check --version'), emit: versions_virnucpro, topic: versions
+    tuple val("${task.process}"), val('torch'), eval("python3 -c 'from importlib.metadata import version; print(version(\"torch\"))'"), emit: versions_torch, topic: versions
 
     when:
     task.ext.when == null || task.ext.when
@@ -28,21 +29,10 @@ process CHECK {
     ${caches}
     virnucpro-check --dnabert_model ${dnabert_model} --esm_model ${esm_model} ${args} > check.txt || { status=\$?; cat check.txt >&2; exit \$status; }
     cat check.txt
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        virnucpro: \$(python3 -c 'import virnucpro; print(virnucpro.__version__)')
-        torch: \$(python3 -c 'import torch; print(torch.__version__)')
-    END_VERSIONS
     """
 
     stub:
     """
     echo 'verdict: OK (stub)' > check.txt
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        virnucpro: stub
-    END_VERSIONS
     """
 }

@@ -14,7 +14,8 @@ process CLASSIFY {
     tuple val(meta), path('prediction_results.tsv'), emit: predictions
     tuple val(meta), path('prediction_results_highestscore.tsv'), emit: highestscore
     tuple val(meta), path('sequence_summary.tsv'), emit: summary
-    path 'versions.yml', emit: versions
+    tuple val("${task.process}"), val('virnucpro'), eval('virnucpro-classify --version'), emit: versions_virnucpro, topic: versions
+    tuple val("${task.process}"), val('torch'), eval("python3 -c 'from importlib.metadata import version; print(version(\"torch\"))'"), emit: versions_torch, topic: versions
 
     when:
     task.ext.when == null || task.ext.when
@@ -23,21 +24,10 @@ process CLASSIFY {
     def args = task.ext.args ?: ''
     """
     virnucpro-classify --features ${features} --classifier ${classifier} --sequences ${sequences} --outdir . ${args}
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        virnucpro: \$(python3 -c 'import virnucpro; print(virnucpro.__version__)')
-        torch: \$(python3 -c 'import torch; print(torch.__version__)')
-    END_VERSIONS
     """
 
     stub:
     """
     touch prediction_results.tsv prediction_results_highestscore.tsv sequence_summary.tsv
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        virnucpro: stub
-    END_VERSIONS
     """
 }

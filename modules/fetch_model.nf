@@ -2,6 +2,8 @@
 // RESOLVE_MODEL found, so cluster and cloud nodes read it from the store instead of each
 // downloading it. conf/modules.config stores it under `<store_dir>/models/<model_meta.id>`
 // (`<id with / as -->@<commit>`). Not run for a local model folder (main.nf passes the folder).
+// Versions: storeDir keeps only val and path outputs (Nextflow skips the store for an eval output),
+// so the versions are written to files stored with the content: a store hit reports the ones that made it.
 process FETCH_MODEL {
     tag "${model_meta.id}"
     label 'process_single'
@@ -11,7 +13,8 @@ process FETCH_MODEL {
 
     output:
     tuple val(model_meta), path('model'), emit: model
-    path 'versions.yml', emit: versions
+    tuple val("${task.process}"), val('virnucpro'), path('virnucpro.version'), emit: versions_virnucpro, topic: versions
+    tuple val("${task.process}"), val('huggingface_hub'), path('huggingface_hub.version'), emit: versions_huggingface_hub, topic: versions
 
     when:
     task.ext.when == null || task.ext.when
@@ -22,22 +25,15 @@ process FETCH_MODEL {
     def args = task.ext.args ?: ''
     """
     virnucpro-fetch-model --model ${model_meta.model} --revision ${model_meta.commit} --outdir model ${args}
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        virnucpro: \$(python3 -c 'import virnucpro; print(virnucpro.__version__)')
-        huggingface_hub: \$(python3 -c 'import huggingface_hub; print(huggingface_hub.__version__)')
-    END_VERSIONS
+    virnucpro-fetch-model --version > virnucpro.version
+    python3 -c 'from importlib.metadata import version; print(version(\"huggingface_hub\"))' > huggingface_hub.version
     """
 
     stub:
     """
     mkdir -p model
     touch model/config.json model/virnucpro_model.json
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        virnucpro: stub
-    END_VERSIONS
+    virnucpro-fetch-model --version > virnucpro.version
+    python3 -c 'from importlib.metadata import version; print(version(\"huggingface_hub\"))' > huggingface_hub.version
     """
 }

@@ -1,5 +1,7 @@
 // Tiny random models in the real formats, for the `test` profile (CPU, no download).
 // Deterministic for a given virnucpro version, so conf/modules.config stores them under it.
+// Versions: storeDir keeps only val and path outputs (Nextflow skips the store for an eval output),
+// so the versions are written to files stored with the content: a store hit reports the ones that made it.
 process MAKE_TEST_MODELS {
     label 'process_single'
 
@@ -8,7 +10,7 @@ process MAKE_TEST_MODELS {
     path 'esm', emit: esm
     path 'classifier.pth', emit: classifier
     path 'classifier_300.pth', emit: classifier_300
-    path 'versions.yml', emit: versions
+    tuple val("${task.process}"), val('virnucpro'), path('virnucpro.version'), emit: versions_virnucpro, topic: versions
 
     when:
     task.ext.when == null || task.ext.when
@@ -17,21 +19,13 @@ process MAKE_TEST_MODELS {
     def args = task.ext.args ?: ''
     """
     virnucpro-make-test-models --outdir . ${args}
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        virnucpro: \$(python3 -c 'import virnucpro; print(virnucpro.__version__)')
-    END_VERSIONS
+    virnucpro-make-test-models --version > virnucpro.version
     """
 
     stub:
     """
     mkdir -p dnabert esm
     touch classifier.pth classifier_300.pth
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        virnucpro: stub
-    END_VERSIONS
+    virnucpro-make-test-models --version > virnucpro.version
     """
 }

@@ -1,6 +1,8 @@
 // Join one shard's DNABERT-S and ESM-2 embeddings into 3328-wide features (CPU).
 // Stored (conf/modules.config) under meta.features_key, which main.nf derives from the store
-// folders of the two embeddings, so it carries all of their keys.
+// folders of the two embeddings, so it carries all of their keys. Output name: ext.prefix, else the shard.
+// Versions: storeDir keeps only val and path outputs (Nextflow skips the store for an eval output),
+// so the versions are written to files stored with the content: a store hit reports the ones that made it.
 process MERGE {
     tag "${meta.shard}"
     label 'process_single'
@@ -9,30 +11,23 @@ process MERGE {
     tuple val(meta), path(dnabert), path(esm)
 
     output:
-    tuple val(meta), path("${meta.shard}.features.h5"), emit: features
-    path 'versions.yml', emit: versions
+    tuple val(meta), path("${task.ext.prefix ?: meta.shard}.features.h5"), emit: features
+    tuple val("${task.process}"), val('virnucpro'), path('virnucpro.version'), emit: versions_virnucpro, topic: versions
 
     when:
     task.ext.when == null || task.ext.when
 
     script:
     def args = task.ext.args ?: ''
+    def prefix = task.ext.prefix ?: meta.shard
     """
-    virnucpro-merge --nucleotide ${dnabert} --protein ${esm} --output ${meta.shard}.features.h5 ${args}
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        virnucpro: \$(python3 -c 'import virnucpro; print(virnucpro.__version__)')
-    END_VERSIONS
+    virnucpro-merge --nucleotide ${dnabert} --protein ${esm} --output ${prefix}.features.h5 ${args}
+    virnucpro-merge --version > virnucpro.version
     """
 
     stub:
     """
-    touch ${meta.shard}.features.h5
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        virnucpro: stub
-    END_VERSIONS
+    touch ${task.ext.prefix ?: meta.shard}.features.h5
+    virnucpro-merge --version > virnucpro.version
     """
 }

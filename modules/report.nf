@@ -9,7 +9,8 @@ process REPORT {
 
     output:
     tuple val(meta), path('report.html'), emit: report
-    path 'versions.yml', emit: versions
+    tuple val("${task.process}"), val('virnucpro'), eval('virnucpro-report --version'), emit: versions_virnucpro, topic: versions
+    tuple val("${task.process}"), val('matplotlib'), eval("python3 -c 'from importlib.metadata import version; print(version(\"matplotlib\"))'"), emit: versions_matplotlib, topic: versions
 
     when:
     task.ext.when == null || task.ext.when
@@ -18,21 +19,10 @@ process REPORT {
     def args = task.ext.args ?: ''
     """
     virnucpro-report --predictions ${predictions} --summary ${summary} --outdir . --name ${meta.id} ${args}
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        virnucpro: \$(python3 -c 'import virnucpro; print(virnucpro.__version__)')
-        matplotlib: \$(python3 -c 'import matplotlib; print(matplotlib.__version__)')
-    END_VERSIONS
     """
 
     stub:
     """
     touch report.html
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        virnucpro: stub
-    END_VERSIONS
     """
 }

@@ -12,7 +12,8 @@ process RESOLVE_MODEL {
 
     output:
     tuple val(model_meta), env('commit'), emit: commit
-    path 'versions.yml', emit: versions
+    tuple val("${task.process}"), val('virnucpro'), eval('virnucpro-fetch-model --version'), emit: versions_virnucpro, topic: versions
+    tuple val("${task.process}"), val('huggingface_hub'), eval("python3 -c 'from importlib.metadata import version; print(version(\"huggingface_hub\"))'"), emit: versions_huggingface_hub, topic: versions
 
     when:
     task.ext.when == null || task.ext.when
@@ -21,21 +22,10 @@ process RESOLVE_MODEL {
     def args = task.ext.args ?: ''
     """
     commit=\$(virnucpro-fetch-model --model ${model_meta.model} --revision ${model_meta.revision} --resolve ${args})
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        virnucpro: \$(python3 -c 'import virnucpro; print(virnucpro.__version__)')
-        huggingface_hub: \$(python3 -c 'import huggingface_hub; print(huggingface_hub.__version__)')
-    END_VERSIONS
     """
 
     stub:
     """
     commit=0000000000000000000000000000000000000000
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        virnucpro: stub
-    END_VERSIONS
     """
 }

@@ -11,7 +11,7 @@ process TRANSLATE {
     output:
     tuple val(meta), path('shards/*.nucleotide.fa'), path('shards/*.protein.fa'), path('checksums.md5'), emit: shards
     tuple val(meta), path('shards/*.sequences.tsv'), emit: sequences
-    path 'versions.yml', emit: versions
+    tuple val("${task.process}"), val('virnucpro'), eval('virnucpro-translate --version'), emit: versions_virnucpro, topic: versions
 
     when:
     task.ext.when == null || task.ext.when
@@ -21,11 +21,6 @@ process TRANSLATE {
     """
     virnucpro-translate --input ${fasta} --outdir shards --workers ${task.cpus} ${args}
     ( cd shards && md5sum -- *.nucleotide.fa *.protein.fa ) > checksums.md5
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        virnucpro: \$(python3 -c 'import virnucpro; print(virnucpro.__version__)')
-    END_VERSIONS
     """
 
     stub:
@@ -33,10 +28,5 @@ process TRANSLATE {
     mkdir -p shards
     touch shards/${meta.id}.nucleotide.fa shards/${meta.id}.protein.fa shards/${meta.id}.sequences.tsv
     ( cd shards && md5sum -- *.nucleotide.fa *.protein.fa ) > checksums.md5
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        virnucpro: stub
-    END_VERSIONS
     """
 }

@@ -9,7 +9,7 @@ import re
 import yaml
 
 from helpers import REPO
-from test_nextflow_static import blocks
+from nextflow_source import blocks
 
 CI = os.path.join(REPO, ".github", "workflows", "ci.yml")
 
@@ -80,3 +80,16 @@ def test_nf_core_config_names_the_owner_of_manifest_name_and_says_why_for_each_c
             above = [previous for previous in lines[lint + 1:i] if previous.strip()][-1:]
             assert above and (above[0].strip().startswith("#") or re.match(r"  \w+: (false|true)$", above[0])
                               or above[0].startswith("    ")), f".nf-core.yml: no reason given above {line.strip()}"
+
+
+def test_nf_test_job_runs_the_pipeline_and_module_tests_with_pinned_tools():
+    """nf-test runs where Nextflow does: its own job, nf-test and Nextflow installed at pinned
+    versions, the package installed so the tasks find the tools, every *.nf.test run."""
+    (job,) = [job for job in workflow()["jobs"].values() if "nf-test test" in runs(job)]
+    uses = {step["uses"].split("@")[0]: step.get("with", {}) for step in job["steps"] if "uses" in step}
+    assert re.fullmatch(r"\d+\.\d+\.\d+", uses["nf-core/setup-nf-test"]["version"])
+    assert re.fullmatch(r"\d+\.\d+\.\d+", uses["nf-core/setup-nextflow"]["version"])
+    assert re.search(r"pip install -e \.", runs(job))
+    assert os.path.exists(os.path.join(REPO, "nf-test.config"))
+    assert os.path.exists(os.path.join(REPO, "tests", "main.nf.test"))
+

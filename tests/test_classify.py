@@ -402,3 +402,40 @@ def test_non_finite_features_are_an_error_naming_the_frames(original_classifier,
     last = result.stderr.strip().splitlines()[-1]
     assert "non-finite (NaN or infinite) features for frame(s) 'a_chunk_1R1', 'b_chunk_1F2'" in last
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_one_rule_for_chunk_size_and_threshold(tmp_path, caplog):
+    """Every tool checks chunk size and threshold with the same two functions of results.py; the
+    classifier module only matches the size with the one the classifier was trained on."""
+    import logging
+
+    from virnucpro.models.classifier import match_trained_chunk_size
+    from virnucpro.results import check_chunk_size, check_threshold
+
+    assert check_chunk_size(300) == 300 and check_chunk_size(500) == 500
+    for bad in (0, 2, -500, True, 500.0, "500", None):
+        with pytest.raises(UserError, match="--chunk_size must be a whole number of at least 3"):
+            check_chunk_size(bad, any_chunk_size=True)
+    with pytest.raises(UserError, match="--chunk_size 400: the published classifiers were trained on 300 or 500 bp "
+                                        r"chunks \(--any_chunk_size allows"):
+        check_chunk_size(400)
+    with caplog.at_level(logging.WARNING):
+        assert check_chunk_size(400, any_chunk_size=True) == 400 and not caplog.text
+        assert check_chunk_size(3, any_chunk_size=True, warn=True) == 3
+    assert "--chunk_size 3: the published classifiers were trained on 300 or 500" in caplog.text
+
+    assert check_threshold(None) == 0.5 and check_threshold("0.25") == 0.25 and check_threshold(1) == 1.0
+    for bad, says in ((1.5, "between 0 and 1"), (-0.1, "between 0 and 1"), ("x", "must be a number")):
+        with pytest.raises(UserError, match=f"--threshold {says}" if says.startswith("must") else says):
+            check_threshold(bad)
+
+    model = MLPClassifier()
+    model.virnucpro = {}
+    named = str(tmp_path / "300_model.pth")
+    assert match_trained_chunk_size(named, model, None) == 300  # taken from the published file name
+    with pytest.raises(UserError, match="--chunk_size 500 does not match the classifier .*its file name says"):
+        match_trained_chunk_size(named, model, 500)
+    assert match_trained_chunk_size(named, model, 500, any_chunk_size=True) == 500
+    with pytest.raises(UserError, match="--chunk_size must be a whole number of at least 3"):
+        match_trained_chunk_size(named, model, 2, any_chunk_size=True)
+    assert match_trained_chunk_size(str(tmp_path / "mine.pth"), model, None) is None

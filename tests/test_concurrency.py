@@ -2,45 +2,15 @@
 holder, the first still finishes complete; a killed holder's lock and temporaries are taken over
 by the next run, which deletes only the temporary names its tool makes."""
 
-import json
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import h5py
 import numpy as np
 import pytest
 
-from helpers import BIN, files_in, run_tool, write_random_dna_fasta
-from test_merge import write_embeddings
-from test_predict import FINAL, predict_args, read, small_fasta  # noqa: F401  (a fixture)
-
-
-def start(tool, *args):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    return subprocess.Popen([sys.executable, os.path.join(BIN, tool), *map(str, args)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def stop_while_holding(process, lock, also=lambda: True):
-    """Wait until `process` holds `lock` (its pid written there) and `also()` holds, then SIGSTOP it:
-    from then on it keeps the lock, as a slow run would, whatever the machine's speed."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"finished before it was caught holding the lock: {process.stderr.read()}"
-        try:
-            with open(lock) as handle:
-                signature, _, holder = handle.read().partition("\n")
-            holder = json.loads(holder) if signature == "virnucpro-lock v1" else {}
-        except (OSError, ValueError):
-            holder = {}
-        if holder.get("pid") == process.pid and also():
-            process.send_signal(signal.SIGSTOP)
-            return
-        time.sleep(0.002)
-    raise AssertionError(f"{lock} never named pid {process.pid}")
+from helpers import (FINAL, files_in, predict_args, read, run_tool, start, stop_while_holding, write_embeddings,
+                     write_random_dna_fasta)
 
 
 def lock_of(output):

@@ -18,7 +18,7 @@ from packaging.requirements import Requirement
 import virnucpro
 
 from helpers import REPO
-from test_nextflow_static import images
+from nextflow_source import images
 
 CONTAINERS = os.path.join(REPO, "containers")
 DOCKERFILES = {"cpu": os.path.join(CONTAINERS, "Dockerfile"), "cuda": os.path.join(CONTAINERS, "Dockerfile.cuda")}

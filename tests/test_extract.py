@@ -11,10 +11,11 @@ import pytest
 
 from virnucpro.errors import UserError
 from virnucpro.embeddings_h5 import PartialEmbeddings, partial_path, read_embeddings
-from virnucpro.stages.extract import extract_embeddings, plan_batches, resolve_model
+from virnucpro.engine.streaming import plan_batches
+from virnucpro.stages.extract import extract_embeddings, resolve_model
 from virnucpro.fasta import read_fasta
 
-from helpers import DATA, REPO, files_in, run_tool
+from helpers import DATA, REPO, child_pids, files_in, is_alive, run_tool
 
 REFERENCE = os.path.join(DATA, "dnabert_reference")
 DNA = os.path.join(REFERENCE, "sequences.fa")
@@ -234,43 +235,14 @@ def test_a_model_that_fails_to_load_in_spawned_workers_is_a_one_line_error(tmp_p
 
 KILLED_PARENT = textwrap.dedent("""
     import sys, time
-    from virnucpro.stages.extract import _embed_in_worker, _init_pool_worker
-    from virnucpro.parallel import ordered_map
-    import multiprocessing
-    import numpy as np
+    from virnucpro.stages.extract import Embedder
 
     if __name__ == "__main__":
-        devices = multiprocessing.get_context("spawn").Queue()
-        for _ in range(2):
-            devices.put("cpu")
-        tasks = ((np.array([[1, 5, 6, 2]]), np.ones((1, 4), dtype=np.int64), None) for _ in range(4))
-        results = ordered_map(_embed_in_worker, tasks, 2, initializer=_init_pool_worker,
-                              initargs=("dnabert", sys.argv[1], devices, "fp32", False, 1))
-        next(results)
+        embedder = Embedder("dnabert", model=sys.argv[1], device="cpu", workers=2, threads=2, batch_tokens=400)
+        embedder.embed(sys.argv[2], sys.argv[3])
         print("ready", flush=True)
-        time.sleep(600)  # killed here, its two workers idle
+        time.sleep(600)  # killed here, its two workers idle with their models
 """)
-
-
-def _children(pid):
-    found = []
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if entry.isdigit() and int(fields[1]) == pid:
-            found.append(int(entry))
-    return found
-
-
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc to find the worker processes")
@@ -281,19 +253,20 @@ def test_spawned_workers_exit_when_their_parent_is_killed(tmp_path, test_models)
 
     script = tmp_path / "killed_parent.py"
     script.write_text(KILLED_PARENT)
-    parent = subprocess.Popen([sys.executable, str(script), test_models["dnabert"]], stdout=subprocess.PIPE,
+    parent = subprocess.Popen([sys.executable, str(script), test_models["dnabert"], DNA, str(tmp_path / "out.h5")],
+                              stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, text=True, cwd=REPO)
     try:
         assert parent.stdout.readline().strip() == "ready"
-        workers = [pid for pid in _children(parent.pid) if "spawn_main" in open(f"/proc/{pid}/cmdline").read()]
+        workers = [pid for pid in child_pids(parent.pid) if "spawn_main" in open(f"/proc/{pid}/cmdline").read()]
         assert len(workers) == 2
     finally:
         parent.send_signal(signal.SIGKILL)
         parent.wait()
     deadline = time.monotonic() + 20
-    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+    while any(is_alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.2)
-    left = [pid for pid in workers if _alive(pid)]
+    left = [pid for pid in workers if is_alive(pid)]
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert not left, "workers outlived their killed parent"
@@ -344,7 +317,7 @@ def test_models_load_straight_onto_the_gpu_in_the_compute_dtype(test_models, kin
     import torch
 
     model, _ = _tiny(kind, test_models[kind])
-    from virnucpro.stages.extract import load_model
+    from virnucpro.engine.embedder import load_model
 
     on_gpu = load_model(kind, test_models[kind], "cuda:0", "bf16")
     tensors = list(on_gpu.parameters())
@@ -547,7 +520,7 @@ def test_compiled_equals_eager(tmp_path, test_models, proteins, kind, monkeypatc
 
 
 def test_precision_and_compile_auto_follow_the_device():
-    from virnucpro.stages.extract import resolve_compile, resolve_precision
+    from virnucpro.engine.devices import resolve_compile, resolve_precision
 
     assert resolve_precision("auto", "cpu") == "fp32" and resolve_precision("auto", "cuda") == "bf16"
     assert resolve_precision("fp16", "cpu") == "fp16"
@@ -558,12 +531,13 @@ def test_precision_and_compile_auto_follow_the_device():
 
 
 def test_one_embedder_embeds_several_files_with_one_model_load(tmp_path, test_models, dna, proteins, monkeypatch):
-    from virnucpro.stages import extract
+    from virnucpro.engine import embedder as engine
+    from virnucpro.stages.extract import Embedder
 
     loads = []
-    real = extract.load_runner
-    monkeypatch.setattr(extract, "load_runner", lambda *args: loads.append(args) or real(*args))
-    with extract.Embedder("dnabert", model=test_models["dnabert"], device="cpu", threads=1) as embedder:
+    real = engine.load_runner
+    monkeypatch.setattr(engine, "load_runner", lambda *args: loads.append(args) or real(*args))
+    with Embedder("dnabert", model=test_models["dnabert"], device="cpu", threads=1) as embedder:
         first = embedder.embed(dna, tmp_path / "a.h5")
         second = embedder.embed(DNA, tmp_path / "b.h5")
     assert len(loads) == 1
@@ -575,14 +549,17 @@ def test_one_embedder_embeds_several_files_with_one_model_load(tmp_path, test_mo
 
 
 def test_embedder_workers_load_the_model_once_for_several_files(tmp_path, test_models, dna):
-    from virnucpro.stages import extract
+    from virnucpro.stages.extract import Embedder
 
-    with extract.Embedder("dnabert", model=test_models["dnabert"], device="cpu", threads=2, workers=2) as embedder:
+    def worker_pids(embedder):  # one single-process pool per device: its worker's pid
+        return [pool.submit(os.getpid).result() for pool in embedder.engine.pools]
+
+    with Embedder("dnabert", model=test_models["dnabert"], device="cpu", threads=2, workers=2) as embedder:
         first = embedder.embed(dna, tmp_path / "a.h5")
-        workers = sorted(process.pid for process in embedder.pool._pool)
+        workers = worker_pids(embedder)
         second = embedder.embed(DNA, tmp_path / "b.h5")
-        assert sorted(process.pid for process in embedder.pool._pool) == workers  # the same processes, one load each
-    assert embedder.pool is None
+        assert worker_pids(embedder) == workers and len(set(workers)) == 2  # the same processes, one load each
+    assert embedder.engine.pools is None
     single = tmp_path / "single.h5"
     extract_embeddings("dnabert", DNA, single, model=test_models["dnabert"], device="cpu")
     np.testing.assert_allclose(read_embeddings(second)[1], read_embeddings(single)[1], rtol=1e-5, atol=1e-6)
@@ -630,7 +607,7 @@ def test_a_writer_failure_while_its_queue_is_full_is_raised_not_hung():
     import threading
     import time
 
-    from virnucpro.stages.extract import _Batch, _Writer
+    from virnucpro.engine.streaming import Batch, Writer
 
     class FailingPartial:
         written = 0
@@ -641,13 +618,13 @@ def test_a_writer_failure_while_its_queue_is_full_is_raised_not_hung():
             if self.written == 2:
                 raise OSError(28, "No space left on device")
 
-    writer = _Writer(FailingPartial(), [f"s{i}" for i in range(8)], 4)
+    writer = Writer(FailingPartial(), [f"s{i}" for i in range(8)], 4)
     outcome = []
 
     def feed_and_close():
         try:
             for start in range(8):
-                writer.put(_Batch(start, 1, np.array([0]), True, None, None, 1), np.zeros((1, 4), np.float32))
+                writer.put(Batch(start, 1, np.array([0]), True, None, None, 1), np.zeros((1, 4), np.float32))
             writer.close()
             outcome.append("closed")
         except OSError as err:
@@ -899,3 +876,41 @@ def test_other_batching_is_equal_within_the_stated_tolerance(tmp_path, test_mode
     a, b = read_embeddings(small)[1], read_embeddings(large)[1]
     np.testing.assert_allclose(a, b, rtol=0, atol=FP32_ATOL)
     assert cosines(a, b).min() >= 0.99999
+
+
+# ---------------------------------------------------------------- the input is read twice
+
+
+def test_the_second_reading_repeats_no_warning(tmp_path, test_models, caplog):
+    """The input is read twice (ids and digest first, then the sequences in windows): each warning
+    about it (an empty record, RNA read as DNA) comes once, from the first reading."""
+    fasta = tmp_path / "rna.fa"
+    fasta.write_text(">empty\n>rna1\nACGUACGUAC\n>dna\nACGTACGTAC\n>rna2\nUUUUACGA\n")
+    with caplog.at_level("WARNING"):
+        extract_embeddings("dnabert", fasta, tmp_path / "rna.h5", model=test_models["dnabert"], device="cpu")
+    messages = [record.getMessage() for record in caplog.records]
+    assert sum("has an empty sequence" in message for message in messages) == 1, messages
+    assert sum("is RNA (has U)" in message for message in messages) == 1, messages
+    assert sum("2 RNA records read with U as T" in message for message in messages) == 1, messages
+    assert read_embeddings(tmp_path / "rna.h5")[0] == ["rna1", "dna", "rna2"]
+
+
+def test_an_input_changed_between_its_two_readings_is_one_line_and_nothing_is_published(tmp_path, test_models,
+                                                                                         monkeypatch):
+    from virnucpro.stages import extract
+
+    fasta = tmp_path / "in.fa"
+    fasta.write_text(">a\nACGTACGTAC\n>b\nGGGTACGTAC\n")
+    real = extract.scan_input
+
+    def scan_then_change(kind, path):  # the file is rewritten after the first reading, before the second
+        found = real(kind, path)
+        fasta.write_text(">a\nACGTACGTAC\n>b\nTTTTTTTTTT\n")
+        return found
+
+    monkeypatch.setattr(extract, "scan_input", scan_then_change)
+    output = tmp_path / "out.h5"
+    with pytest.raises(UserError, match="changed while it was read") as raised:
+        extract_embeddings("dnabert", fasta, output, model=test_models["dnabert"], device="cpu")
+    assert "\n" not in str(raised.value)
+    assert not output.exists()

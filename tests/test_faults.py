@@ -9,27 +9,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
 
-from helpers import BIN, DATA, files_in, run_tool, write_pickle_bomb
+from helpers import BIN, DATA, PATIENCE, files_in, one_error_line, run_as, run_tool, write_pickle_bomb
 
 EIGHT = os.path.join(DATA, "virsorter2", "8seq.fa")
 VANILLA = os.path.join(DATA, "vanilla")
-NOBODY = 65534
-
-
-def one_error_line(result, tool, *words):
-    """The run failed with exit 1 and exactly one stderr line for the error, naming `words`."""
-    assert result.returncode == 1, result.stderr
-    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if ": error: " in line]
-    assert len(errors) == 1 and errors[0].startswith(f"{tool}: error: "), result.stderr
-    for word in words:
-        assert word in errors[0], errors[0]
-    return errors[0]
 
 
 def no_temporaries(folder):
@@ -91,32 +78,6 @@ def test_read_only_place(tmp_path):
         assert files_in(read_only) == []
 
 
-@pytest.fixture
-def as_nobody():
-    """(folder anyone may enter, command prefix): run a tool as an unprivileged user, because root
-    ignores file permissions. Skips where that is impossible."""
-    folder = tempfile.mkdtemp(prefix="virnucpro_perm_")
-    os.chmod(folder, 0o755)
-    prefix = []
-    if os.geteuid() == 0:
-        prefix = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
-        try:
-            works = subprocess.run([*prefix, sys.executable, "-c", "import virnucpro.cli"], capture_output=True,
-                                   cwd=folder).returncode == 0
-        except OSError:
-            works = False
-        if not works:
-            shutil.rmtree(folder)
-            pytest.skip("running as root, and this checkout cannot be run as an unprivileged user (setpriv)")
-    yield folder, prefix
-    shutil.rmtree(folder)
-
-
-def run_as(prefix, tool, *args):
-    return subprocess.run([*prefix, sys.executable, os.path.join(BIN, tool), *map(str, args)], capture_output=True,
-                          text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
-
-
 def test_unwritable_place_and_unreadable_input(as_nobody):
     folder, preexec = as_nobody
     shut = os.path.join(folder, "shut")
@@ -175,21 +136,43 @@ def large_fasta(tmp_path_factory):
     return path
 
 
+def writing(outdir):
+    """Whether a run has written part of an output under `outdir`: one of its hidden temporaries
+    (not a lock) holds data, so its work (and any worker pool) is under way."""
+    for root, _, names in os.walk(outdir):
+        for name in names:
+            if name.startswith(".") and not name.endswith("lock"):
+                with contextlib.suppress(OSError):
+                    if os.path.getsize(os.path.join(root, name)) > 0:
+                        return True
+    return False
+
+
+#: Runs argv[1:] with Ctrl-C at its default, as a terminal starts a foreground job. A job that a
+#: script starts in the background (`cmd &`, as a busy machine's CI may run this suite) inherits
+#: Ctrl-C ignored, and so would the tool, which then rightly goes on when it comes.
+FOREGROUND = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+
+
 def signal_while_running(command, outdir, signum):
-    """Start `command` in its own process group, wait until its temporaries exist, then send
-    `signum` to the whole group (as a terminal's Ctrl-C or a batch system does)."""
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
-    deadline = time.time() + 60
-    while time.time() < deadline and process.poll() is None:
-        if any(name.startswith(".") for _, _, names in os.walk(outdir) for name in names):
-            break
-        time.sleep(0.01)
-    time.sleep(0.3)
-    if process.poll() is not None:
-        pytest.skip("the run finished before it could be signalled")
-    os.killpg(process.pid, signum)
-    _, stderr = process.communicate(timeout=120)
+    """Start `command` in its own process group, wait until it is writing its outputs, then send
+    `signum` to the whole group (as a terminal's Ctrl-C or a batch system does). The wait is on
+    that event, not on a time: a loaded machine may take tens of seconds to get there."""
+    process = subprocess.Popen([sys.executable, "-c", FOREGROUND, *command], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + PATIENCE
+    try:
+        while process.poll() is None and not writing(outdir):
+            assert time.monotonic() < deadline, "the run never started writing"
+            time.sleep(0.01)
+        if process.poll() is not None:
+            pytest.skip("the run finished before it could be signalled")
+        os.killpg(process.pid, signum)
+        _, stderr = process.communicate(timeout=PATIENCE)
+    finally:  # a run that hung: leave nothing running
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
     return process.returncode, stderr
 
 

@@ -16,10 +16,8 @@ import h5py
 import numpy as np
 import pytest
 
-from helpers import BIN, REPO, files_in, run_tool, write_random_dna_fasta
-from test_faults import as_nobody, one_error_line, run_as  # noqa: F401  (a fixture)
-from test_concurrency import start, stop_while_holding
-from test_predict import FINAL, predict_args, read, small_fasta  # noqa: F401  (a fixture)
+from helpers import (BIN, FINAL, REPO, files_in, one_error_line, predict_args, read, run_as, run_tool, start,
+                     stop_while_holding, write_random_dna_fasta)
 from virnucpro.tsv import MAX_ID_LENGTH
 
 SCAFFOLDS = os.path.join(REPO, "examples", "metagenome_scaffolds.fa")

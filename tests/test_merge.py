@@ -9,20 +9,11 @@ import h5py
 import numpy as np
 import pytest
 
-from helpers import DATA, REPO, files_in, run_tool, write_pickle_bomb
+from helpers import DATA, REPO, files_in, run_tool, write_embeddings, write_pickle_bomb
 from virnucpro.errors import UserError
 from virnucpro.stages.merge import merge_features, merge_pairs, pair_inputs, shard_key
 
 VANILLA = os.path.join(DATA, "vanilla")
-
-
-def write_embeddings(path, ids, matrix, kind):
-    """An embeddings HDF5 file as SPEC 2 describes it."""
-    with h5py.File(path, "w") as out:
-        out.create_dataset("ids", data=list(ids), dtype=h5py.string_dtype("utf-8"), shape=(len(ids),))
-        out.create_dataset("embeddings", data=np.asarray(matrix, np.float32))
-        out.attrs.update(model=f"test-{kind}", kind=kind, pooling="mean", virnucpro_version="test")
-    return str(path)
 
 
 def read_features(path):

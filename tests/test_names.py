@@ -1,15 +1,17 @@
-"""virnucpro.names owns every output name: its rules, and main.nf and modules/ using the same names."""
+"""virnucpro.names owns every output name: its rules, and main.nf, modules/ and the pipeline's
+helper functions (subworkflows/local/utils_virnucpro_pipeline) using the same names."""
 
 import glob
 import os
 import re
 
 from helpers import REPO
+from nextflow_source import UTILS_NF, called_processes, render_script, sample_env, tool_commands
 from virnucpro import names
 
 
 def pipeline_text():
-    parts = [os.path.join(REPO, "main.nf")] + sorted(glob.glob(os.path.join(REPO, "modules", "*.nf")))
+    parts = [os.path.join(REPO, "main.nf"), UTILS_NF] + sorted(glob.glob(os.path.join(REPO, "modules", "*.nf")))
     return {os.path.relpath(path, REPO): open(path).read() for path in parts}
 
 
@@ -57,8 +59,8 @@ def test_pipeline_uses_the_names_of_names_py():
     # The file endings the modules publish and the tools write.
     for suffix in (names.NUCLEOTIDE_FASTA, names.PROTEIN_FASTA, names.SEQUENCES_TABLE, names.FEATURES_FILE):
         assert suffix in everything, suffix
-    assert "${meta.shard}" + names.FEATURES_FILE in text["modules/merge.nf"]
-    assert "${meta.shard}.${model_meta.kind}" + names.EMBEDDINGS_SUFFIX in text["modules/extract.nf"]
+    assert "${task.ext.prefix ?: meta.shard}" + names.FEATURES_FILE in text["modules/merge.nf"]
+    assert "${task.ext.prefix ?: meta.shard}.${model_meta.kind}" + names.EMBEDDINGS_SUFFIX in text["modules/extract.nf"]
     for table in (names.PREDICTIONS, names.HIGHESTSCORE, names.SUMMARY):
         assert f"path('{table}')" in text["modules/classify.nf"], table
     assert f"path('{names.REPORT}')" in text["modules/report.nf"]
@@ -72,6 +74,7 @@ def test_pipeline_uses_the_names_of_names_py():
                 "${model_meta.kind}" + names.EMBEDDINGS_SUFFIX) + names.FASTA_EXTENSIONS
     checked = 0
     for path, body in text.items():
+        body = body.replace("${task.ext.prefix ?: meta.shard}", "${prefix}")  # an output's name, as the script's def
         for name in set(re.findall(r"[\w${}.*/-]*\.(?:fa|tsv|h5|html)\b", body)):
             base = name.rsplit("/", 1)[-1]
             assert base in tables or base.endswith(suffixes), f"{path}: {name}"
@@ -79,8 +82,23 @@ def test_pipeline_uses_the_names_of_names_py():
     assert checked >= 10
 
 
+def test_shard_outputs_are_named_as_names_py_names_them_or_by_ext_prefix():
+    """The file each shard's task declares and writes (rendered with a task's values) is the name
+    names.py gives the shard's embeddings and features; ext.prefix replaces the shard in it."""
+    for called, made in (("EXTRACT_DNABERT", lambda s: names.embeddings_file(s, "dnabert")),
+                         ("EXTRACT_ESM", lambda s: names.embeddings_file(s, "esm")),
+                         ("MERGE", names.features_file)):
+        process = called_processes()[called]
+        for prefix, stem in ((None, "sample.00001"), ("renamed", "renamed")):
+            env = sample_env(process, called=called, **{"task.ext.prefix": prefix})
+            (declared,) = [p for kind, p in process.declared_outputs(env) if kind == "path" and not p.endswith(".version")]
+            assert declared == made(stem), (called, declared)
+            (argv,) = tool_commands(render_script(process, env))
+            assert argv[argv.index("--output") + 1] == declared
+
+
 def test_pipeline_shard_names_follow_the_same_rule():
-    main = pipeline_text()["main.nf"]
+    main = pipeline_text()["subworkflows/local/utils_virnucpro_pipeline/main.nf"]
     width = re.search(r"def width = Math\.max\((\d+), numbered\[-1\]\[0\]\.toString\(\)\.length\(\)\)", main)
     assert width and int(width.group(1)) == names.SHARD_DIGITS
     assert '"${meta.id}.${index.toString().padLeft(width, \'0\')}"' in main
@@ -88,7 +106,7 @@ def test_pipeline_shard_names_follow_the_same_rule():
 
 
 def test_fasta_extensions_are_the_pipeline_stem_rule():
-    main = pipeline_text()["main.nf"]
+    main = pipeline_text()["subworkflows/local/utils_virnucpro_pipeline/main.nf"]
     listed = re.search(r"def ext = \[([^\]]*)\]", main).group(1)
     assert tuple(re.findall(r"'([^']+)'", listed)) == names.FASTA_EXTENSIONS
 

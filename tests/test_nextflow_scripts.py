@@ -2,7 +2,7 @@
 
 Nextflow cannot run here, so each task is reproduced by hand, honestly:
 - the `script:` (or `stub:`) block is taken from the module file by the parser in
-  test_nextflow_static.py, its `def` lines evaluated and every `${...}` replaced by the value
+  nextflow_source.py, its `def` lines evaluated and every `${...}` replaced by the value
   Nextflow would bind (staged input names, meta fields, params, task.cpus, task.process, ...;
   the renderer refuses anything more complex than a dotted name, an elvis or a ternary);
 - inputs are staged as Nextflow stages them: a symlink named after the file in the task folder,
@@ -10,7 +10,9 @@ Nextflow cannot run here, so each task is reproduced by hand, honestly:
 - the script runs with `bash -ue` (Nextflow's default shell) in that folder, with the project's
   bin/ first on PATH (Nextflow puts it there) and no network (HF_HUB_OFFLINE=1; FETCH_MODEL
   talks to the fake hub of tests/fake_hub.py);
-- then every declared output pattern must match at least one file, as Nextflow requires.
+- then every declared output pattern must match at least one file, as Nextflow requires, and
+  the versions each task reports on the `versions` topic are read: an eval output's command run
+  in the task folder after the script (as Nextflow does), a stored process's version file.
 The tasks are chained like the pipeline chains them: TRANSLATE's shards feed the extractions,
 their embeddings MERGE, the merged shards are gathered for CLASSIFY, whose tables make the REPORT.
 """
@@ -19,6 +21,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -30,7 +33,8 @@ from virnucpro.fasta import read_fasta
 
 from fake_hub import COMMIT, write_hub_file
 from helpers import BIN, REPO, read_fasta_pairs
-from test_nextflow_static import PathList, called_processes, render_script, task_env as with_ext_args
+from nextflow_source import PathList, blocks, called_processes, params_block, profiles, render_script
+from nextflow_source import task_env as with_ext_args
 
 EXAMPLE = os.path.join(REPO, "examples", "metagenome_scaffolds.fa")
 
@@ -90,7 +94,7 @@ def stage(process, workdir, inputs):
 
 def run_task(called, workdir, inputs=None, stub=False, extra_env=None, **values):
     """Stage, render, run with bash -ue; check every declared output. Returns {output name: [paths]}
-    (an env output: {name: its value})."""
+    (an env output: {name: its value}; "versions": {tool: the version the task reports})."""
     process = called_processes()[called]
     os.makedirs(workdir)
     env = bindings(called, **values)
@@ -101,19 +105,27 @@ def run_task(called, workdir, inputs=None, stub=False, extra_env=None, **values)
     script += "".join(f'printf "%s" "${name}" > .env.{name}\n' for kind, name in outputs if kind == "env")
     with open(os.path.join(workdir, ".command.sh"), "w") as handle:
         handle.write(script)
-    result = subprocess.run(["bash", "-ue", ".command.sh"], cwd=workdir, capture_output=True, text=True,
-                            env=dict(task_env(), **(extra_env or {})))
+    environment = dict(task_env(), **(extra_env or {}))
+    result = subprocess.run(["bash", "-ue", ".command.sh"], cwd=workdir, capture_output=True, text=True, env=environment)
     assert result.returncode == 0, f"{called} failed ({result.returncode}):\n{script}\n{result.stderr[-3000:]}"
-    found = {}
+    found = {"versions": {}}
+    for tool, kind, source in process.versions():
+        if kind == "eval":
+            answer = subprocess.run(["bash", "-c", source], cwd=workdir, capture_output=True, text=True, env=environment)
+            assert answer.returncode == 0, f"{called}: {source} failed: {answer.stderr[-2000:]}"
+            found["versions"][tool] = answer.stdout.strip()
+        else:
+            found["versions"][tool] = open(os.path.join(workdir, source)).read().strip()
+        assert found["versions"][tool], f"{called}: no {tool} version"
     for kind, pattern in outputs:
+        if kind == "eval":
+            continue
         if kind == "env":
             found[pattern] = open(os.path.join(workdir, f".env.{pattern}")).read()
             continue
         matched = sorted(glob.glob(os.path.join(workdir, pattern)))
         assert matched, f"{called}: declared output {pattern} not produced\n{script}"
         found[pattern] = matched
-    versions = open(os.path.join(workdir, "versions.yml")).read()
-    assert f'"{called}":' in versions
     return found
 
 
@@ -122,10 +134,9 @@ def h5_output(outputs):
     return path
 
 
-def check_versions(path, tools):
-    text = open(path).read()
-    for tool, version in tools.items():
-        assert f"    {tool}: {version}\n" in text, text
+def check_versions(outputs, tools):
+    """The task reported these versions (and maybe others)."""
+    assert {tool: outputs["versions"].get(tool) for tool in tools} == tools, outputs["versions"]
 
 
 def shard_name(path, suffix):
@@ -172,14 +183,12 @@ def test_translate_task_scatters_shards_with_their_checksums(translated, shards)
     assert len(listed) == 2 * len(shards)
     (table,) = outputs["shards/*.sequences.tsv"]
     assert os.path.basename(table) == "tiny.sequences.tsv"
-    check_versions(os.path.join(work, "versions.yml"), {"virnucpro": virnucpro.__version__})
+    check_versions(outputs, {"virnucpro": virnucpro.__version__})
 
 
 def test_test_profile_scatters_the_example_into_several_shards_with_sequences_across_them(processes, tmp_path):
     """The TRANSLATE task as `-profile test` runs it (its input, chunk and shard size): several shards,
     and sequences whose frames fall into more than one, so a CI run exercises the gather."""
-    from test_nextflow_static import blocks, params_block, profiles
-
     test = params_block("params {" + blocks(profiles()["test"], r"\bparams")[0][1] + "}")
     fasta = test["input_fasta"].replace("${projectDir}", REPO)
     outputs = run_task("TRANSLATE", str(tmp_path / "translate"), {"fasta": fasta},
@@ -225,7 +234,7 @@ def test_extract_and_merge_tasks_embed_every_frame_of_their_shard(embedded):
         with h5py.File(features) as h5:
             assert [i.decode() if isinstance(i, bytes) else i for i in h5["ids"][:]] == ids
             assert h5["features"].shape == (len(ids), 3328)
-        check_versions(os.path.join(os.path.dirname(dnabert), "versions.yml"), {"virnucpro": virnucpro.__version__})
+        assert open(os.path.join(os.path.dirname(dnabert), "virnucpro.version")).read() == virnucpro.__version__ + "\n"
 
 
 def test_classify_task_scores_the_gathered_shards_in_order(processes, embedded, translated, test_models, tmp_path):
@@ -270,7 +279,8 @@ def test_check_task_passes_here_and_fails_with_its_report_where_the_gpu_is_missi
     outputs = run_task("CHECK", str(tmp_path / "check"), inputs, **{"meta.id": "x", "dnabert_meta.id": "test-x"})
     report = open(outputs["check.txt"][0]).read().splitlines()
     assert report[-1].startswith("verdict: OK") and any(line.startswith("esm:") and "cosine" in line for line in report)
-    check_versions(os.path.join(str(tmp_path / "check"), "versions.yml"), {"virnucpro": virnucpro.__version__})
+    # The version read from the installed package's metadata (torch is not imported) is torch's own.
+    check_versions(outputs, {"virnucpro": virnucpro.__version__, "torch": torch.__version__})
     if not torch.cuda.is_available():
         with pytest.raises(AssertionError, match=r"(?s)CHECK failed \(1\).*device: +FAIL: --device cuda: no CUDA GPU.*verdict: FAIL"):
             run_task("CHECK", str(tmp_path / "on_gpu"), inputs, **{"params.device": "cuda", "params.precision": "bf16"})
@@ -287,8 +297,6 @@ def test_make_test_models_task_writes_the_models(processes, test_models, tmp_pat
 
 def test_report_task_writes_a_self_contained_report(processes, embedded, translated, test_models, tmp_path):
     """REPORT on what CLASSIFY publishes, staged under the names CLASSIFY gives them."""
-    import re
-
     _, outputs = translated
     classified = run_task("CLASSIFY", str(tmp_path / "classify"),
                           {"features": [f for _, _, _, _, f in embedded], "sequences": outputs["shards/*.sequences.tsv"][0],
@@ -302,7 +310,7 @@ def test_report_task_writes_a_self_contained_report(processes, embedded, transla
     assert not re.search(r"<(script|link)\b", page)
     for sequence in open(classified["sequence_summary.tsv"][0]).read().splitlines()[1:]:
         assert sequence.split("\t")[0] in page
-    check_versions(os.path.join(str(tmp_path / "report"), "versions.yml"), {"virnucpro": virnucpro.__version__})
+    check_versions(result, {"virnucpro": virnucpro.__version__})
 
 
 def fake_hub_env(tmp_path, repos):
@@ -320,7 +328,10 @@ def test_fetch_model_task_snapshots_a_hub_model(processes, test_models, tmp_path
     work = str(tmp_path / "fetch")
     resolved = run_task("RESOLVE_MODEL", str(tmp_path / "resolve"), extra_env=env,
                         **{"model_meta.model": f"test-org/{kind}", "model_meta.revision": "main"})
-    assert resolved == {"commit": COMMIT, "versions.yml": [str(tmp_path / "resolve" / "versions.yml")]}
+    assert resolved["commit"] == COMMIT
+    from importlib.metadata import version
+
+    check_versions(resolved, {"virnucpro": virnucpro.__version__, "huggingface_hub": version("huggingface_hub")})
     outputs = run_task("FETCH_MODEL", work, extra_env=env,
                        **{"model_meta.model": f"test-org/{kind}", "model_meta.commit": resolved["commit"],
                           "model_meta.id": f"test-org--{kind}@{COMMIT}"})
@@ -332,7 +343,7 @@ def test_fetch_model_task_snapshots_a_hub_model(processes, test_models, tmp_path
         assert open(os.path.join(model, name), "rb").read() == open(os.path.join(source, name), "rb").read()
     record = json.load(open(os.path.join(model, "virnucpro_model.json")))
     assert record["commit"] == COMMIT and record["model"] == f"test-org/{kind}"
-    check_versions(os.path.join(work, "versions.yml"), {"virnucpro": virnucpro.__version__})
+    check_versions(outputs, {"virnucpro": virnucpro.__version__})
 
 
 def test_fetch_model_task_fails_clearly_without_weights(processes, tmp_path):
@@ -373,8 +384,6 @@ def test_extract_tasks_run_as_the_gpu_profile_configures_them(processes, embedde
     the embeddings match the CPU tasks' (cosine)."""
     import numpy as np
 
-    from test_nextflow_static import blocks, params_block, profiles
-
     gpu_params = params_block("params {" + blocks(profiles()["gpu"], r"\bparams")[0][1] + "}")
     shard, nucleotide, cpu_dnabert, cpu_esm, _ = embedded[0]
     protein = nucleotide.replace(".nucleotide.fa", ".protein.fa")
@@ -389,3 +398,19 @@ def test_extract_tasks_run_as_the_gpu_profile_configures_them(processes, embedde
             assert on_gpu.attrs["precision"] == precision
         cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
         assert cosine.min() >= (0.9999 if precision == "fp32" else 0.99), (name, cosine)
+
+
+def test_the_tools_answer_version_without_importing_torch():
+    """Every task asks its tool `--version` (an eval output, or a stored version file): answered
+    before the tool's module is imported, so no task pays for importing torch to report it."""
+    tools = {command.split()[0] for process in called_processes().values()
+             for _, kind, command in process.versions() if kind == "eval" and command.startswith("virnucpro-")}
+    tools |= {tool for process in called_processes().values()  # the stored processes write theirs
+              for tool in re.findall(r"(virnucpro-[\w-]+) --version", process.script)}
+    assert len(tools) >= 8, tools
+    for tool in sorted(tools):
+        result = subprocess.run([sys.executable, "-X", "importtime", os.path.join(BIN, tool), "--version"],
+                                capture_output=True, text=True, env=task_env())
+        assert result.returncode == 0 and result.stdout == virnucpro.__version__ + "\n", (tool, result.stderr[-500:])
+        imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines() if "|" in line}
+        assert not imported & {"torch", "transformers", "h5py", "numpy", "fire"}, (tool, imported & {"torch", "numpy"})

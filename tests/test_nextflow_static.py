@@ -1,529 +1,29 @@
-"""Static checks of the Nextflow pipeline (main.nf, modules/, nextflow.config, conf/, schema).
-
-Nextflow cannot run here, so the files are parsed: processes (directives, inputs, outputs,
-script and stub blocks), the params declared in nextflow.config, the profiles, and the command
-lines each script runs, which are checked against the options the tools themselves accept (the
-signature of the function each bin/ script hands to `virnucpro.cli.run`).
-
-The small parser and the script renderer here are also used by test_nextflow_scripts.py.
+"""Python checks of the Nextflow pipeline that catch real mismatches, where Nextflow is not needed:
+every command line a module runs (with its ext.args from conf/modules.config) is accepted by the
+tool's own signature, store keys hold everything that determines a stored file, params agree with
+nextflow_schema.json and the profiles, images and pins agree across configs, README and CI, and the
+pipeline's Groovy functions and config closures run under Groovy. How the pipeline behaves when it
+runs is nf-test's job (tests/*.nf.test, modules/*.nf.test; hosted CI), and each module's script run
+by bash here is tests/test_nextflow_scripts.py's. The parser and renderer: tests/nextflow_source.py.
 """
 
-import ast
 import glob
-import inspect
 import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
-import textwrap
 
 import pytest
 
-from helpers import BIN, REPO
-
-MODULES = os.path.join(REPO, "modules")
-MAIN_NF = os.path.join(REPO, "main.nf")
-CONFIG = os.path.join(REPO, "nextflow.config")
-SCHEMA = os.path.join(REPO, "nextflow_schema.json")
-MODULES_CONFIG = os.path.join(REPO, "conf", "modules.config")
-SCHEMA_INPUT = os.path.join(REPO, "assets", "schema_input.json")
-CI_WORKFLOW = os.path.join(REPO, ".github", "workflows", "ci.yml")
-SECTIONS = ("input", "output", "when", "script", "shell", "exec", "stub")
-
-# ------------------------------------------------------------------ lexing
-
-
-def _skip_string(text, i):
-    """Index just past the string literal starting at text[i] ('...', "...", '''...''', \"\"\"...\"\"\")."""
-    quote = text[i]
-    if text.startswith(quote * 3, i):
-        end = i + 3
-        while True:
-            end = text.index(quote * 3, end)
-            if text[end - 1] != "\\":
-                return end + 3
-            end += 1
-    end = i + 1
-    while text[end] != quote:
-        end += 2 if text[end] == "\\" else 1
-    return end + 1
-
-
-def _skip_slashy(text, i):
-    """Index past a /regex/ literal at text[i] (only where an operator or '(' precedes it)."""
-    end = i + 1
-    while text[end] != "/":
-        end += 2 if text[end] == "\\" else 1
-    return end + 1
-
-
-def strip_comments(text):
-    """Groovy text with // and /* */ comments blanked (strings left intact)."""
-    out, i = [], 0
-    while i < len(text):
-        if text[i] in "'\"":
-            end = _skip_string(text, i)
-            out.append(text[i:end])
-            i = end
-        elif text.startswith("//", i):
-            end = text.find("\n", i)
-            i = len(text) if end < 0 else end
-        elif text.startswith("/*", i):
-            i = text.index("*/", i) + 2
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
-
-
-def matching_brace(text, open_index):
-    """Index of the '}' closing the '{' at open_index, skipping strings and slashy regexes."""
-    depth, i = 0, open_index
-    while i < len(text):
-        char = text[i]
-        if char in "'\"":
-            i = _skip_string(text, i)
-            continue
-        if char == "/" and re.search(r"[=(,~]\s*$", text[max(0, i - 20):i]):
-            i = _skip_slashy(text, i)
-            continue
-        if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                return i
-        i += 1
-    raise AssertionError(f"unbalanced braces from offset {open_index}")
-
-
-def blocks(text, pattern):
-    """[(match, body)] for each `pattern {` ... `}` at any depth, body without the braces."""
-    found = []
-    for match in re.finditer(pattern + r"\s*\{", text):
-        start = match.end() - 1
-        found.append((match, text[start + 1:matching_brace(text, start)]))
-    return found
-
-
-# ------------------------------------------------------------------ processes
-
-
-class Process:
-    """One parsed `process NAME { ... }`."""
-
-    def __init__(self, name, path, body):
-        self.name, self.path = name, path
-        self.directives, self.inputs, self.outputs = [], [], []
-        self.script_defs, self.script, self.stub = [], None, None
-        self._parse(body)
-
-    def _parse(self, body):
-        section, chunks = "directives", {"directives": []}
-        lines = body.split("\n")
-        i = 0
-        while i < len(lines):
-            line = lines[i].strip()
-            label = re.fullmatch(r"(\w+):", line)
-            if label and label.group(1) in SECTIONS:
-                section = label.group(1)
-                chunks[section] = []
-            else:
-                chunks[section].append(lines[i])
-            i += 1
-        self.sections = {name: [l.strip() for l in lines if l.strip()] for name, lines in chunks.items()}
-        self.directives = [(d.split(None, 1)[0], d.split(None, 1)[1] if " " in d else "")
-                           for d in (l.strip() for l in chunks["directives"]) if d]
-        self.inputs = [l.strip() for l in chunks.get("input", []) if l.strip()]
-        self.outputs = [l.strip() for l in chunks.get("output", []) if l.strip()]
-        assert "shell" not in chunks and "exec" not in chunks, f"{self.name}: use script:, not shell:/exec:"
-        self.script_defs, self.script = self._split_script("\n".join(chunks.get("script", [])))
-        stub_defs, self.stub = self._split_script("\n".join(chunks.get("stub", [])))
-        assert not stub_defs, f"{self.name}: stub blocks hold only the string"
-
-    def _split_script(self, text):
-        """(['def NAME = EXPR', ...], the triple-quoted GString's raw content) of a script block."""
-        if not text.strip():
-            return [], None
-        start = text.index('"""')
-        end = _skip_string(text, start)
-        assert not text[end:].strip(), f"{self.name}: nothing may follow the script string"
-        defs = [l.strip() for l in text[:start].split("\n") if l.strip()]
-        return defs, text[start + 3:end - 3]
-
-    def directive(self, name):
-        return [args for key, args in self.directives if key == name]
-
-    def labels(self):
-        return [ast.literal_eval(args) for args in self.directive("label")]
-
-    def declared_outputs(self, env=None):
-        """[(qualifier, pattern)] of the path and env outputs, e.g. ('path', 'shards/*.nucleotide.fa');
-        a "GString" name is rendered with env (the task's values)."""
-        found = []
-        for line in self.outputs:
-            for match in re.finditer(r"path\(?\s*(?:'([^']+)'|\"([^\"]+)\")", line):
-                found.append(("path", match.group(1) or render_gstring(match.group(2), env or {})))
-            found += [("env", name) for name in re.findall(r"\benv\(\s*'(\w+)'\s*\)", line)]
-        return found
-
-    def when(self):
-        return " ".join(self.sections.get("when", [])).strip()
-
-    def path_inputs(self):
-        """[(name, stageAs or None)] of the path inputs, in order."""
-        found = []
-        for line in self.inputs:
-            for match in re.finditer(r"path\(?\s*(\w+)(?:\s*,\s*stageAs:\s*'([^']+)')?", line):
-                found.append((match.group(1), match.group(2)))
-        return found
-
-    def val_inputs(self):
-        return [m.group(1) for line in self.inputs for m in re.finditer(r"val\((\w+)\)", line)]
-
-    def text(self):
-        """The whole process body as written (comments stripped)."""
-        return "\n".join(line for lines in self.sections.values() for line in lines)
-
-
-def parse_processes(path):
-    text = strip_comments(open(path).read())
-    return [Process(match.group(1), path, body) for match, body in blocks(text, r"\bprocess\s+(\w+)")]
-
-
-def module_processes():
-    """{NAME: Process} over modules/*.nf (one process per file)."""
-    found = {}
-    for path in sorted(glob.glob(os.path.join(MODULES, "*.nf"))):
-        for process in parse_processes(path):
-            found[process.name] = process
-    return found
-
-
-# ------------------------------------------------------------------ rendering Groovy strings
-#
-# A script block is rendered the way Nextflow would, for an honest bash run: the block's
-# `def NAME = EXPR` lines are evaluated, then every `${a.b.c}` in the GString is replaced by
-# the value bound to that expression, escapes (\$, \\, \") are undone and the common
-# indentation is stripped (Groovy's stripIndent, which Nextflow applies). Only these forms are
-# understood, on purpose, so that the substitution stays honest:
-#   ${name} / ${name.field...}                      a value from `env` (None is an error: Groovy would print 'null')
-#   def x = REF ?: 'literal'                        elvis
-#   def x = REF ? "gstring" : 'literal'             ternary on truthiness
-#   def x = REF != null ? "gstring" : 'literal'     ternary on null
-# Anything else fails the test with "too complex to render": keep the modules that simple.
-
-_REF = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
-
-
-class PathList(list):
-    """Staged file names of a multi-file path input: Nextflow renders them space-separated."""
-
-
-def _value(env, ref):
-    if ref not in env:
-        raise KeyError(f"no value bound for ${{{ref}}}")
-    return env[ref]
-
-
-def _expression(expr, env):
-    """The value of one ${...} expression: the forms listed above, plus three used by the store paths
-    of conf/modules.config: `REF[REF]` (a map field chosen by a value), `REF ? 'a' : 'b'` and
-    `(REF ?: 'literal').replaceAll(/REGEX/, 'replacement')`."""
-    if re.fullmatch(_REF, expr):
-        return _value(env, expr)
-    indexed = re.fullmatch(rf"({_REF})\[({_REF})\]", expr)
-    if indexed:
-        return _value(env, indexed.group(1))[_value(env, indexed.group(2))]
-    chosen = re.fullmatch(rf"({_REF})\s*\?\s*'([^']*)'\s*:\s*'([^']*)'", expr)
-    if chosen:
-        return chosen.group(2) if _value(env, chosen.group(1)) else chosen.group(3)
-    replaced = re.fullmatch(rf"\(({_REF})\s*\?:\s*'([^']*)'\)\.replaceAll\(/(.+)/,\s*'([^']*)'\)", expr)
-    if replaced:
-        ref, fallback, regex, replacement = replaced.groups()
-        return re.sub(regex, replacement, _value(env, ref) or fallback)
-    raise AssertionError(f"${{{expr}}} is too complex to render; bind it with a simple def")
-
-
-def render_gstring(raw, env):
-    def substitute(match):
-        value = _expression(match.group(1).strip(), env)
-        if value is None:
-            raise AssertionError(f"${{{expr}}} is null here: Groovy would write 'null' into the script")
-        if isinstance(value, PathList):
-            return " ".join(map(str, value))
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        return str(value)
-
-    out, i = [], 0
-    while i < len(raw):
-        if raw.startswith("\\$", i):
-            out.append("$")
-            i += 2
-        elif raw.startswith("\\\\", i):
-            out.append("\\")
-            i += 2
-        elif raw.startswith('\\"', i):
-            out.append('"')
-            i += 2
-        elif raw.startswith("${", i):
-            end = raw.index("}", i)
-            out.append(substitute(re.match(r"\$\{([^}]*)\}", raw[i:end + 1])))
-            i = end + 1
-        elif raw[i] == "$" and re.match(r"\$[A-Za-z_]", raw[i:i + 2]):
-            raise AssertionError(f"bare ${raw[i + 1:i + 12]}... in a script: write \\$ for bash or ${{...}}")
-        else:
-            out.append(raw[i])
-            i += 1
-    return "".join(out)
-
-
-def _literal(text):
-    text = text.strip()
-    if text.startswith('"'):
-        return ("gstring", text[1:-1])
-    return ("literal", ast.literal_eval(text))
-
-
-def evaluate_def(line, env):
-    """Bind the variable of one `def NAME = EXPR` line in env (forms listed above)."""
-    match = re.fullmatch(r"def\s+(\w+)\s*=\s*(.+)", line)
-    assert match, f"not a simple def: {line}"
-    name, expr = match.groups()
-    elvis = re.fullmatch(rf"({_REF})\s*\?:\s*('[^']*')", expr)
-    ternary = re.fullmatch(rf"({_REF})(\s*!=\s*null)?\s*\?\s*(\"[^\"]*\")\s*:\s*('[^']*')", expr)
-    if elvis:
-        value = _value(env, elvis.group(1))
-        env[name] = value if value else ast.literal_eval(elvis.group(2))
-    elif ternary:
-        ref, null_test, when_true, when_false = ternary.groups()
-        value = _value(env, ref)
-        chosen = when_true if (value is not None if null_test else bool(value)) else when_false
-        kind, text = _literal(chosen)
-        env[name] = render_gstring(text, env) if kind == "gstring" else text
-    else:
-        raise AssertionError(f"too complex to render: {line}")
-
-
-def render_script(process, env, stub=False):
-    """The bash script Nextflow would run for `process` with these bound values."""
-    env = dict(env)
-    if not stub:
-        for line in process.script_defs:
-            evaluate_def(line, env)
-    raw = process.stub if stub else process.script
-    return textwrap.dedent(render_gstring(raw, env)).strip("\n") + "\n"
-
-
-def directive_string(process, name, env):
-    """A directive's "GString" argument rendered with env, e.g. the storeDir path."""
-    (args,) = process.directive(name)
-    match = re.fullmatch(r'"([^"]*)"', args.strip())
-    assert match, f"{process.name}: {name} should be one double-quoted string, got {args}"
-    return render_gstring(match.group(1), env)
-
-
-# ------------------------------------------------------------------ tool command lines
-
-
-def tool_function(tool):
-    """The function a bin/ tool hands to virnucpro.cli.run (virnucpro.tools' table, which the
-    bin/ wrappers and the console scripts both use; tests/test_packaging.py checks they do)."""
-    import virnucpro.tools
-
-    assert os.path.exists(os.path.join(BIN, tool)), f"{tool}: no bin/ wrapper"
-    return virnucpro.tools.component(tool)
-
-
-def tool_commands(script):
-    """[[argv...]] of every virnucpro-* command in a rendered bash script."""
-    commands = []
-    joined = re.sub(r"\\\n", " ", script)
-    for line in joined.split("\n"):
-        for match in re.finditer(r"(?:^|[\s(=$]|\$\()(virnucpro-[\w-]+\s[^|;&)<>]*)", line):
-            commands.append(shlex.split(match.group(1)))
-    return commands
-
-
-def check_fire_command(argv):
-    """Assert that a fire tool accepts argv: each --option is a parameter, positionals fit, the
-    required parameters are given. Returns the bound arguments."""
-    tool, args = argv[0], argv[1:]
-    assert os.path.exists(os.path.join(BIN, tool)), f"{tool}: no such tool in bin/"
-    function = tool_function(tool)
-    signature = inspect.signature(function)
-    parameters = signature.parameters
-    has_varargs = any(p.kind is p.VAR_POSITIONAL for p in parameters.values())
-    named, positional, i = {}, [], 0
-    while i < len(args):
-        arg = args[i]
-        if arg.startswith("--"):
-            name = arg[2:].split("=", 1)[0].replace("-", "_")
-            assert name in parameters and parameters[name].kind is not inspect.Parameter.VAR_POSITIONAL, \
-                f"{tool} does not accept --{name} (it accepts {', '.join(parameters)})"
-            values = []
-            if "=" not in arg:
-                while i + 1 < len(args) and not args[i + 1].startswith("--"):
-                    values.append(args[i + 1])
-                    i += 1
-            if len(values) > 1:  # fire gives the extra words to *args, if the function has one
-                assert has_varargs, f"{tool}: --{name} given {len(values)} values"
-                positional += values[1:]
-            named[name] = values[0] if values else True
-        else:
-            positional.append(arg)
-        i += 1
-    free = [p for p in parameters.values() if p.name not in named
-            and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if not has_varargs:
-        assert len(positional) <= len(free), f"{tool}: too many positional arguments {positional}"
-    bound = dict(named)
-    bound.update({p.name: value for p, value in zip(free, positional)})
-    missing = [p.name for p in parameters.values() if p.default is p.empty
-               and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in bound]
-    assert not missing, f"{tool}: required option(s) not given: {missing}"
-    return bound
-
-
-# ------------------------------------------------------------------ config
-
-
-def _groovy_literal(text):
-    text = text.strip()
-    if text == "null":
-        return None
-    if text in ("true", "false"):
-        return text == "true"
-    if re.fullmatch(r"-?\d+", text):
-        return int(text)
-    if re.fullmatch(r"-?\d+\.\d*", text):
-        return float(text)
-    if text[0] in "'\"":
-        return text[1:-1]
-    return ("expression", text)
-
-
-def params_block(text):
-    """{name: default} of the assignments in the first `params { }` block of config text."""
-    ((_, body),) = blocks(text, r"(?m)^params")[:1]
-    return dict((m.group(1), _groovy_literal(m.group(2)))
-                for m in re.finditer(r"^\s*(\w+)\s*=\s*(.+?)\s*$", body, re.M))
-
-
-def declared_params():
-    return params_block(strip_comments(open(CONFIG).read()))
-
-
-def profiles():
-    """{name: profile body text, with its includeConfig files inlined}."""
-    text = strip_comments(open(CONFIG).read())
-    ((_, body),) = blocks(text, r"\bprofiles")
-    found = {}
-    for name, inner in top_level_blocks(body):
-        for include in re.findall(r"includeConfig\s+'([^']+)'", inner):
-            inner += "\n" + strip_comments(open(os.path.join(REPO, include)).read())
-        found[name] = inner
-    return found
-
-
-def images():
-    """{'cpu': the image conf/base.config gives every process, 'cuda': {the image each GPU profile
-    gives the gpu label}} (the images are chosen per profile, not by a param)."""
-    base = strip_comments(open(os.path.join(REPO, "conf", "base.config")).read())
-    cpu = re.search(r"^\s*container\s*=\s*'([^']+)'", base, re.M).group(1)
-    found = profiles()
-    cuda = {name: re.search(r"\bcontainer\s*=\s*'([^']+)'", blocks(found[name], r"withLabel:\s*gpu")[0][1]).group(1)
-            for name in ("gpu", "awsbatch", "google")}
-    return {"cpu": cpu, "cuda": cuda}
-
-
-def top_level_blocks(body):
-    """[(name, inner text)] of the `name { ... }` blocks directly inside body."""
-    found, i = [], 0
-    while i < len(body):
-        if body[i] in "'\"":
-            i = _skip_string(body, i)
-            continue
-        match = re.compile(r"(\w+)\s*\{").match(body, i)
-        if match and (i == 0 or not re.match(r"[\w.]", body[i - 1])):
-            close = matching_brace(body, match.end() - 1)
-            found.append((match.group(1), body[match.end():close]))
-            i = close + 1
-            continue
-        i += 1
-    return found
-
-
-def all_pipeline_files():
-    return ([MAIN_NF, CONFIG] + sorted(glob.glob(os.path.join(MODULES, "*.nf")))
-            + sorted(glob.glob(os.path.join(REPO, "conf", "*.config"))))
-
-
-# ------------------------------------------------------------------ conf/modules.config and main.nf's calls
-
-
-def called_processes():
-    """{name main.nf calls it by: Process}; an aliased include (EXTRACT as EXTRACT_ESM) under its alias."""
-    text = strip_comments(open(MAIN_NF).read())
-    modules = module_processes()
-    return {alias or name: modules[name]
-            for name, alias, _ in re.findall(r"include\s*\{\s*(\w+)(?:\s+as\s+(\w+))?\s*\}\s*from\s*'(\./[^']+)'", text)}
-
-
-def module_settings():
-    """[(withName selector, body)] of conf/modules.config, in file order."""
-    text = strip_comments(open(MODULES_CONFIG).read())
-    ((_, body),) = blocks(text, r"(?m)^process")
-    return [(match.group(1), inner) for match, inner in blocks(body, r"withName:\s*'([^']+)'")]
-
-
-def setting(called, key):
-    """The closure body (text) of `key = { ... }` for the process main.nf calls `called`, or None
-    (the last matching withName wins, as in Nextflow)."""
-    found = None
-    for selector, body in module_settings():
-        if re.fullmatch(selector, called):
-            match = re.search(rf"(?m)^\s*{re.escape(key)}\s*=\s*\{{", body)
-            if match:
-                found = body[match.end():matching_brace(body, match.end() - 1)].strip()
-    return found
-
-
-def evaluate_closure(body, env):
-    """The value of a settings closure: "GString", a ternary, or `[items].join(' ').trim()` of those."""
-    listed = re.fullmatch(r"\[(.*)\]\.join\(' '\)\.trim\(\)", body, re.S)
-    items = [i.strip() for i in re.split(r",\s*\n", listed.group(1).strip())] if listed else [body]
-    values = []
-    for item in items:
-        if re.fullmatch(r'"[^"]*"', item):
-            values.append(render_gstring(item[1:-1], env))
-        else:
-            scope = dict(env)
-            evaluate_def(f"def value = {item}", scope)
-            values.append(scope["value"])
-    return " ".join(values).strip()
-
-
-def task_env(called, env):
-    """env plus the task's ext.args from conf/modules.config (None where none is set)."""
-    args = setting(called, "ext.args")
-    return dict(env, **{"task.ext.args": evaluate_closure(args, env) if args else None})
-
-
-def store_dir(called, env):
-    body = setting(called, "storeDir")
-    return evaluate_closure(body, env) if body else None
-
-
-def schema_properties():
-    schema = json.load(open(SCHEMA))
-    return {name: spec for group in schema["$defs"].values() for name, spec in group["properties"].items()}
-
-
-# ================================================================== tests
+from helpers import REPO
+from nextflow_source import (
+    CI_WORKFLOW, CONFIG, MAIN_NF, SCHEMA, SCHEMA_INPUT, PathList, all_pipeline_files, blocks,
+    called_processes, check_fire_command, config_number_settings, declared_params, evaluate_closure, first_attempt_gb,
+    gpu_accelerators, groovy_command, groovy_value, images, module_processes, module_settings, params_block,
+    profiles, render_script, sample_env, schema_properties, setting, store_dir, stored_path,
+    strip_comments, task_env, tool_commands, utils_functions, version_tuple,
+)
 
 
 @pytest.fixture(scope="module")
@@ -531,46 +31,31 @@ def processes():
     return module_processes()
 
 
-def test_every_pipeline_file_parses_with_balanced_braces():
-    for path in all_pipeline_files():
-        text = strip_comments(open(path).read())
-        depth = 0
-        i = 0
-        while i < len(text):
-            if text[i] in "'\"":
-                i = _skip_string(text, i)
-                continue
-            depth += {"{": 1, "}": -1}.get(text[i], 0)
-            assert depth >= 0, f"{path}: '}}' without '{{' near offset {i}"
-            i += 1
-        assert depth == 0, f"{path}: {depth} unclosed '{{'"
+def nf_test_files():
+    """nf-test's config and test files (Groovy DSL)."""
+    return ([os.path.join(REPO, "nf-test.config")]
+            + sorted(glob.glob(os.path.join(REPO, "tests", "**", "*.nf.test"), recursive=True))
+            + sorted(glob.glob(os.path.join(REPO, "tests", "modules", "*.config"))))
 
 
-def test_one_process_per_module_file_named_after_it():
-    for path in glob.glob(os.path.join(MODULES, "*.nf")):
-        found = parse_processes(path)
-        assert len(found) == 1, f"{path}: {len(found)} processes"
-        assert os.path.basename(path) == found[0].name.lower() + ".nf"
-
-
-def test_main_includes_every_module_and_calls_every_process(processes):
-    text = strip_comments(open(MAIN_NF).read())
-    includes = re.findall(r"include\s*\{\s*(\w+)(?:\s+as\s+(\w+))?\s*\}\s*from\s*'(\./[^']+)'", text)
-    included = set()
-    for name, alias, source in includes:
-        path = os.path.join(REPO, source + ".nf")
-        assert os.path.exists(path), f"main.nf includes missing {source}"
-        assert name in [p.name for p in parse_processes(path)], f"{source} has no process {name}"
-        included.add(name)
-        called = alias or name
-        assert re.search(rf"\b{called}\s*\(", text), f"main.nf includes {called} but never calls it"
-    assert included == set(processes), f"modules not included: {set(processes) - included}"
-    expected = {"TRANSLATE", "RESOLVE_MODEL", "FETCH_MODEL", "MAKE_TEST_MODELS", "CHECK", "EXTRACT_DNABERT",
-                "EXTRACT_ESM", "MERGE", "CLASSIFY", "REPORT"}
-    assert set(called_processes()) == expected
-    # One extraction module, used twice.
-    called = called_processes()
-    assert called["EXTRACT_DNABERT"].name == called["EXTRACT_ESM"].name == "EXTRACT"
+@pytest.mark.skipif(groovy_command() is None, reason="no groovy/java here to parse the pipeline files")
+def test_every_pipeline_and_nf_test_file_parses_as_groovy(tmp_path):
+    """Groovy's parser reads every script, config and nf-test file to its syntax tree (Nextflow's own,
+    stricter parser runs as `nextflow lint` in hosted CI, and nf-test runs the tests there)."""
+    files = all_pipeline_files() + nf_test_files()
+    assert len(nf_test_files()) >= 5
+    script = tmp_path / "parse.groovy"
+    script.write_text("import org.codehaus.groovy.control.*\n"
+                      "args.each { path ->\n"
+                      "    def unit = new CompilationUnit()\n"
+                      "    unit.addSource(new File(path))\n"
+                      "    unit.compile(Phases.CONVERSION)\n"
+                      "    println 'parsed ' + path\n"
+                      "}\n")
+    groovy, env = groovy_command()
+    result = subprocess.run([groovy, str(script)] + files, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"parsed {path}" for path in files]
 
 
 def test_modules_are_nf_core_style(processes):
@@ -588,46 +73,14 @@ def test_modules_are_nf_core_style(processes):
         assert process.when() == "task.ext.when == null || task.ext.when", f"{process.name}: when: {process.when()!r}"
         assert "def args = task.ext.args ?: ''" in process.script_defs, f"{process.name}: no task.ext.args"
         assert "${args}" in process.script, f"{process.name}: ext.args not passed to its tool"
-
-
-def test_scripts_follow_the_strict_parser(processes):
-    """Nextflow 26.04+ parses with the strict parser by default (docs: strict-syntax): env
-    inputs/outputs name their variable in quotes (`env 'FOO'`), and a script holds only
-    declarations at its top level (includes, functions, processes, the workflow), no statements."""
-    for process in processes.values():
-        for line in process.inputs + process.outputs:
-            assert not re.search(r"\benv\b\s*\(?\s*\w", line), f"{process.name}: unquoted env name in {line!r}"
-    text = strip_comments(open(MAIN_NF).read())
-    depth, top_level, i = 0, [], 0
-    while i < len(text):
-        if text[i] in "'\"":
-            end = _skip_string(text, i)
-            if depth == 0:
-                top_level.append(text[i:end])
-            i = end
-            continue
-        if text[i] == "{":
-            depth += 1
-        elif text[i] == "}":
-            depth -= 1
-        elif depth == 0:
-            top_level.append(text[i])
-        i += 1
-    for line in "".join(top_level).splitlines():
-        line = line.strip()
-        if line and not line.startswith("#!"):
-            assert re.match(r"(include\b|def\s+\w+\s*\(|workflow\b|process\s+\w+)", line), \
-                f"main.nf: top-level statement {line!r} (move it into the workflow)"
-
-
-def test_every_process_has_a_stub_and_emits_versions(processes):
-    for process in processes.values():
-        assert process.script, f"{process.name}: no script block"
-        assert process.stub, f"{process.name}: no stub block"
-        assert any(re.search(r"path\s*\(?\s*'versions.yml'\s*\)?\s*,\s*emit:\s*versions", line)
-                   for line in process.outputs), f"{process.name}: does not emit versions.yml"
-        for block in (process.script, process.stub):
-            assert "versions.yml" in block and '"${task.process}":' in block, f"{process.name}: versions not written"
+        assert process.stub, f"{process.name}: no stub"
+        # Versions on the `versions` topic, the package's first; eval where the process is not
+        # stored (storeDir keeps only val and path outputs), a stored file where it is.
+        versions = process.versions()
+        assert versions and versions[0][0] == "virnucpro", f"{process.name}: no virnucpro version on the versions topic"
+        stored = any(setting(called, "storeDir") for called, p in called_processes().items() if p.name == process.name)
+        assert {kind for _, kind, _ in versions} == {"path" if stored else "eval"}, f"{process.name}: {versions}"
+        assert "versions.yml" not in process.script + process.stub, f"{process.name}: still writes versions.yml"
 
 
 def test_every_process_runs_a_tool_with_options_it_accepts():
@@ -646,17 +99,11 @@ def test_every_process_runs_a_tool_with_options_it_accepts():
                 f"{called}: downloads without the bin/ tools"
 
 
-def test_chunk_size_reaches_classify_and_a_classifier_named_for_another_is_refused_first():
-    """CLASSIFY checks the classifier against --chunk_size (its recorded metadata), and main.nf
-    refuses a published classifier named for another chunk size before any process runs."""
+def test_chunk_size_reaches_classify():
+    """CLASSIFY checks the classifier against --chunk_size (its recorded metadata); main.nf refusing a
+    published classifier named for another chunk size is tests/main.nf.test's."""
     for optional in (True, False):
         assert "--chunk_size 500" in sample_env(module_processes()["CLASSIFY"], optional=optional)["task.ext.args"]
-    main = strip_comments(open(MAIN_NF).read())
-    workflow = main[main.index("workflow {"):]
-    check = workflow.find(r"=~ /^(\d+)_model\.pth$/")
-    assert check > 0, "main.nf does not read the chunk size from a published classifier's name"
-    first_process = min(workflow.index(name + "(") for name in ("MAKE_TEST_MODELS", "TRANSLATE", "RESOLVE_MODEL"))
-    assert check < first_process and "error" in workflow[check:first_process]
 
 
 def test_tasks_pass_their_cpus_and_gpus_to_the_tools():
@@ -688,13 +135,11 @@ def test_a_gpu_test_run_checks_the_node_before_any_extraction():
     so none starts before the check passed."""
     text = strip_comments(open(MAIN_NF).read())
     ((_, workflow),) = blocks(text, r"(?m)^workflow")
-    ((match, gated),) = blocks(workflow, r"if\s*\(\s*checkFirst\(\)\s*\)")
+    ((match, gated),) = blocks(workflow, r"if\s*\(\s*checkFirst\(params\.make_test_models,\s*params\.device\)\s*\)")
     assert re.search(r"CHECK\(ch_dnabert,\s*ch_esm,\s*compile_cache\)", gated)
     for channel in ("ch_dnabert", "ch_esm"):
         assert re.search(rf"{channel}\s*=\s*CHECK\.out\.report\.combine\({channel}\)", gated), channel
     assert workflow.index(match.group(0)) < workflow.index("EXTRACT_DNABERT(") < workflow.index("EXTRACT_ESM(")
-    ((_, body),) = blocks(text, r"def\s+checkFirst\s*\(\s*\)")
-    assert "flag(params.make_test_models)" in body and "params.device.toString().startsWith('cuda')" in body
     check = called_processes()["CHECK"]
     assert check.labels() == ["gpu"]
     for profile in ("gpu", "awsbatch", "google"):
@@ -716,11 +161,7 @@ def test_gpu_tasks_keep_compiled_kernels_in_the_store_and_get_a_writable_home():
     compile-cache folder (staged like any input: a symlink, mounted in containers) when main.nf
     passes one, and nothing when it passes [] (object storage); a HOME that cannot be written
     (docker -u uid:gid gives HOME=/) becomes the task folder."""
-    text = strip_comments(open(MAIN_NF).read())
-    ((_, body),) = blocks(text, r"def\s+compileCache\s*\(\s*\)")
-    assert '"${store}/compile-cache"' in body and "return []" in body and "isObjectStorage(store)" in body
-    assert re.search(r"EXTRACT_DNABERT\([^\n]*, ch_dnabert, compile_cache\)", text)
-    assert re.search(r"EXTRACT_ESM\([^\n]*, ch_esm, compile_cache\)", text)
+    # compileCache itself (the folder, or [] for object storage): test_utils_functions_run_under_groovy.
     for called in ("EXTRACT_DNABERT", "EXTRACT_ESM", "CHECK"):
         process = called_processes()[called]
         assert ("compile_cache", None) in process.path_inputs()
@@ -750,13 +191,6 @@ def test_extraction_processes_and_only_they_are_labelled_gpu():
         runs_on_gpu = any(argv[0] in ("virnucpro-extract", "virnucpro-check")
                           for argv in tool_commands(render_script(process, sample_env(process, called=called))))
         assert runs_on_gpu == ("gpu" in process.labels()), f"{called}: labels {process.labels()}"
-
-
-def stored_path(called, env):
-    """Where a task's main output lands in the store: storeDir / its declared file name."""
-    process = called_processes()[called]
-    (output,) = [pattern for kind, pattern in process.declared_outputs(env) if kind == "path" and pattern != "versions.yml"][:1]
-    return f"{store_dir(called, env)}/{output}"
 
 
 def test_store_dirs_are_keyed_by_everything_that_determines_the_content():
@@ -807,8 +241,8 @@ def test_store_dirs_are_keyed_by_everything_that_determines_the_content():
 
 def test_two_shards_with_identical_content_never_write_one_store_folder():
     """Same md5 (and so the same features_key), other sample or other shard of the same sample:
-    another store folder, so two tasks never write one path at once, versions.yml included
-    (storeDir moves every output of a task, versions.yml too, into its folder)."""
+    another store folder, so two tasks never write one path at once, version files included
+    (storeDir moves every output of a task, its version files too, into its folder)."""
     for called in ("EXTRACT_DNABERT", "EXTRACT_ESM", "MERGE"):
         process = called_processes()[called]
         one = sample_env(process, called=called)
@@ -819,14 +253,12 @@ def test_two_shards_with_identical_content_never_write_one_store_folder():
         for env, folder in zip([one] + others, folders):
             assert folder.endswith("/" + env["meta.shard"]), f"{called}: {folder} is not the shard's own folder"
             outputs = [pattern for kind, pattern in process.declared_outputs(env) if kind == "path"]
-            assert "versions.yml" in outputs and stored_path(called, env).startswith(folder + "/")
+            assert "virnucpro.version" in outputs and stored_path(called, env).startswith(folder + "/")
 
 
-def test_main_keys_hub_models_by_their_resolved_commit():
-    text = strip_comments(open(MAIN_NF).read())
-    assert re.search(r"RESOLVE_MODEL\(", text) and re.search(r"FETCH_MODEL\(ch_hub\)", text)
-    assert re.search(r"RESOLVE_MODEL\.out\.commit", text)
-    assert re.search(r"id:\s*hubKey\(request\.model,\s*commit\)", text), "the model key is not id@commit"
+def test_hub_models_are_resolved_then_fetched_at_the_commit():
+    """RESOLVE_MODEL asks for the commit, FETCH_MODEL downloads that commit (the key `id@commit`:
+    hubKey, run under Groovy below)."""
     (resolve_argv,) = tool_commands(render_script(called_processes()["RESOLVE_MODEL"],
                                                   sample_env(called_processes()["RESOLVE_MODEL"], called="RESOLVE_MODEL")))
     assert "--resolve" in resolve_argv
@@ -835,25 +267,7 @@ def test_main_keys_hub_models_by_their_resolved_commit():
     assert fetch_argv[fetch_argv.index("--revision") + 1] == "c" * 40, "FETCH_MODEL must download the resolved commit"
 
 
-def test_main_passes_meta_through_and_fails_on_mismatched_joins():
-    text = strip_comments(open(MAIN_NF).read())
-    joins = re.findall(r"\.join\((?!\s*['\"])([^()]*(?:\([^()]*\))?[^()]*)\)", text)  # channel joins, not String.join
-    assert len(joins) >= 3
-    for args in joins:
-        assert "failOnMismatch: true" in args, f"join without failOnMismatch: .join({args})"
-    # meta is built once, for a sample from --input_fasta; never rebuilt from its id downstream.
-    assert len(re.findall(r"\[\s*id\s*:", text)) == 1
-    assert re.search(r"groupKey\(sampleMeta\(meta\), meta\.shard_count\)", text)
-    assert re.search(r"\[key\.getGroupTarget\(\),", text)
-    assert re.search(r"\.join\(TRANSLATE\.out\.sequences", text)
-
-
-def test_main_uses_nf_schema_for_parameters_help_and_samplesheet():
-    text = strip_comments(open(MAIN_NF).read())
-    assert re.search(r"include\s*\{\s*validateParameters;\s*paramsSummaryLog;\s*samplesheetToList\s*\}\s*from\s*'plugin/nf-schema'", text)
-    assert "validateParameters()" in text and "paramsSummaryLog(workflow)" in text
-    assert re.search(r"samplesheetToList\(params\.input,\s*\"\$\{projectDir\}/assets/schema_input\.json\"\)", text)
-    assert "JsonSlurper" not in text and "nextflow_schema.json" not in text, "schema read by hand"
+def test_nf_schema_is_pinned_gives_help_and_knows_the_samplesheet_schema():
     config = strip_comments(open(CONFIG).read())
     assert re.search(r"plugins\s*\{\s*id\s*'nf-schema@\d+\.\d+\.\d+'\s*\}", config), "nf-schema not pinned"
     ((_, validation),) = blocks(config, r"(?m)^validation")
@@ -862,10 +276,6 @@ def test_main_uses_nf_schema_for_parameters_help_and_samplesheet():
     spec = schema_properties()["input"]
     assert spec["schema"] == "assets/schema_input.json" and spec["format"] == "file-path"
     assert os.path.exists(os.path.join(REPO, spec["schema"]))
-
-
-def version_tuple(text):
-    return tuple(int(part) for part in text.split("."))
 
 
 def test_command_line_numbers_pass_validation_on_the_strict_parser():
@@ -896,20 +306,6 @@ def test_command_line_numbers_pass_validation_on_the_strict_parser():
     assert given & numbers_without_default, f"CI passes none of {sorted(numbers_without_default)}"
 
 
-def config_number_settings():
-    """[(file, setting, expression)] of every plain (not closure) config setting whose value is
-    computed from an integer param, e.g. ('conf/gpu.config', 'accelerator', '(params.gpus ?: 1) as Integer')."""
-    integers = {name for name, spec in schema_properties().items() if spec["type"] == "integer"}
-    found = []
-    for path in [CONFIG] + sorted(glob.glob(os.path.join(REPO, "conf", "*.config"))):
-        for match in re.finditer(r"(?m)^\s*([\w.]+)\s*=\s*(.+?)\s*$", strip_comments(open(path).read())):
-            setting, expression = match.groups()
-            used = set(re.findall(r"\bparams\.(\w+)", expression)) & integers
-            if used and not expression.startswith("{"):
-                found.append((os.path.relpath(path, REPO), setting, expression))
-    return found
-
-
 def test_samplesheet_schema_describes_sample_and_fasta():
     schema = json.load(open(SCHEMA_INPUT))
     assert schema["$schema"].startswith("https://json-schema.org/draft/2020-12") and schema["type"] == "array"
@@ -918,7 +314,6 @@ def test_samplesheet_schema_describes_sample_and_fasta():
     assert items["properties"]["sample"]["meta"] == ["id"]
     assert items["properties"]["fasta"]["format"] == "file-path" and items["properties"]["fasta"]["exists"] is True
     assert schema["uniqueEntries"] == ["sample"]
-    # What it accepts and rejects, by a real validator with nf-schema's keywords: tests/test_schemas.py.
 
 
 def test_every_param_used_is_declared_and_documented():
@@ -1011,11 +406,6 @@ def test_test_profile_uses_bundled_data_and_test_models_within_small_limits():
     assert limits and int(limits.group(1)) <= 2 and int(limits.group(2)) <= 6, "test run must fit 2 CPUs, 6 GB"
 
 
-def first_attempt_gb(body):
-    """The GB a `memory = { N.GB * task.attempt }` setting in a config block asks for at the first attempt."""
-    return int(re.search(r"memory\s*=\s*\{\s*(\d+)\.GB\s*\*\s*task\.attempt\s*\}", body).group(1))
-
-
 def test_extraction_memory_fits_a_workstation_and_limits_are_the_users_to_set():
     """ESM-2 3B loads through host memory (up to its 11.4 GB fp32 checkpoint) before going to the GPU,
     so its tasks ask for more than that; DNABERT-S (0.5 GB of weights) asks for less, so that one
@@ -1060,7 +450,7 @@ def test_pipeline_version_is_the_package_version():
 
 
 def test_no_machine_paths_in_pipeline_files():
-    for path in all_pipeline_files() + [SCHEMA, SCHEMA_INPUT, CI_WORKFLOW]:
+    for path in all_pipeline_files() + nf_test_files() + [SCHEMA, SCHEMA_INPUT, CI_WORKFLOW]:
         assert "/work/" not in open(path).read(), path
 
 
@@ -1094,74 +484,11 @@ def test_ci_workflow_runs_the_tests_the_test_profile_and_a_stub_run():
     assert built == images()["cpu"]
 
 
-# ------------------------------------------------------------------ sample values
-
-
-def sample_env(process, optional=True, called=None, **values):
-    """Values for every ${...} a task of `process` (called `called` in main.nf) uses, as Nextflow
-    binds them: inputs staged under their names, meta and model fields, params (optional ones set
-    or null), task fields, and the task's ext.args from conf/modules.config."""
-    called = called or process.name
-    kind = {"EXTRACT_DNABERT": "dnabert", "EXTRACT_ESM": "esm"}.get(called, "dnabert")
-    env = {
-        "params.chunk_size": 500, "params.shard_size": 4, "params.precision": "fp32", "params.device": "cpu",
-        "params.batch_tokens": 2048 if optional else None, "params.gpus": 1 if optional else None,
-        "params.threshold": 0.5 if optional else None, "params.store_dir": "/store",
-        "params.outdir": "/results", "params.publish_dir_mode": "copy",
-        "task.cpus": 2, "task.process": called,
-        "task.accelerator": {"request": 1} if optional else None, "task.accelerator.request": 1,
-        "workflow.manifest.version": "0.1.0", "workflow.stubRun": False,
-        "meta.id": "sample", "meta.shard": "sample.00001", "meta.shard_index": 1, "meta.shard_count": 2,
-        "meta.md5": {"dnabert": "0" * 32, "esm": "1" * 32}, "meta.features_key": "4" * 32,
-        "model_meta.kind": kind, "model_meta.id": "org--model@" + "c" * 40, "model_meta.model": "org/model",
-        "model_meta.revision": "main", "model_meta.commit": "c" * 40,
-    }
-    staged = {"fasta": "sample.fa", "model": "model", "dnabert_model": "dnabert", "esm_model": "esm",
-              "compile_cache": "compile-cache", "dnabert": "sample.00001.dnabert.h5",
-              "esm": "sample.00001.esm.h5", "features": PathList(["1/features.h5", "2/features.h5"]),
-              "sequences": "sample.sequences.tsv", "classifier": "classifier.pth",
-              "summary": "sequence_summary.tsv", "predictions": "prediction_results.tsv"}
-    for name, stage_as in process.path_inputs():
-        env[name] = staged[name]
-    env.update(values)
-    return task_env(called, env)
-
-
-def test_main_names_samples_by_the_tools_stem_rule():
-    """main.nf's fastaStem must give the names the tools give (SPEC 3), or outputs would not match."""
-    from virnucpro.fasta import FASTA_EXTENSIONS
-
-    text = strip_comments(open(MAIN_NF).read())
-    ((_, body),) = blocks(text, r"def\s+fastaStem\s*\(\s*String\s+name\s*\)")
-    extensions = ast.literal_eval(re.search(r"(\[[^\]]*\])\.find", body).group(1))
-    assert tuple(extensions) == tuple(FASTA_EXTENSIONS)
-    assert "'.gz'" in body
-
-
-def groovy_command():
-    """(groovy, environment) when a Groovy interpreter and Java are installed (they are not needed
-    otherwise; `apt-get install groovy` provides them), else None."""
-    groovy, java = shutil.which("groovy"), shutil.which("java")
-    if not groovy or not java:
-        return None
-    java_home = os.path.dirname(os.path.dirname(os.path.realpath(java)))
-    return groovy, dict(os.environ, JAVA_HOME=os.environ.get("JAVA_HOME", java_home))
-
-
-def main_functions(*names):
-    """The source of the named top-level functions of main.nf."""
-    text = open(MAIN_NF).read()
-    sources = []
-    for name in names:
-        ((match, body),) = blocks(text, rf"(?m)^def\s+{name}\s*\([^)]*\)")
-        sources.append(f"{match.group(0)}{body}}}\n")
-    return "\n".join(sources)
-
-
-@pytest.mark.skipif(groovy_command() is None, reason="no groovy/java here to run main.nf's helper functions")
-def test_main_helper_functions_run_under_groovy(tmp_path):
-    """main.nf's own functions (not a copy), run by Groovy: sample names, checksum parsing, shard
-    pairing and numeric order (past 99,999 shards), meta kept, model keys."""
+@pytest.mark.skipif(groovy_command() is None, reason="no groovy/java here to run the pipeline's helper functions")
+def test_utils_functions_run_under_groovy(tmp_path):
+    """The pipeline's own functions (subworkflows/local/utils_virnucpro_pipeline, not a copy), run by
+    Groovy: sample names, checksum parsing, shard pairing and numeric order (past 99,999 shards), meta
+    kept, model keys, the store's digest and compile caches, the versions file."""
     import hashlib
 
     from virnucpro.fasta import stem
@@ -1187,12 +514,14 @@ def test_main_helper_functions_run_under_groovy(tmp_path):
     (model / "sub" / "weights.bin").write_bytes(bytes(range(256)) * 5000)
     (model / ".cache" / "ignored").write_text("download metadata")
 
-    script = main_functions("withoutSuffix", "fastaStem", "md5Hex", "readChecksums", "shardIndex", "shardItems",
-                            "shardFields", "sampleMeta", "featuresKey", "folderDigest", "isLocalModel", "isCommit",
-                            "hubKey", "flag", "isObjectStorage") + f"""
+    script = utils_functions("withoutSuffix", "fastaStem", "md5Hex", "readChecksums", "shardIndex", "shardItems",
+                             "shardFields", "sampleMeta", "featuresKey", "folderDigest", "isLocalModel", "isCommit",
+                             "hubKey", "flag", "isObjectStorage", "digestCache", "compileCache", "versionText",
+                             "versionsYaml") + f"""
 // What Nextflow provides around these functions: file() and Path.name/.parent.
 ExpandoMetaClass.enableGlobally()
 java.nio.file.Path.metaClass.getName = {{ -> delegate.fileName.toString() }}
+java.nio.file.Path.metaClass.mkdirs = {{ -> java.nio.file.Files.createDirectories(delegate); true }}
 def file(String path) {{ java.nio.file.Paths.get(path) }}
 {json.dumps(names)}.each {{ name -> println "stem\\t" + name + "\\t" + fastaStem(name) }}
 readChecksums(file('{tmp_path / "checksums.md5"}')).each {{ name, hash -> println "md5\\t" + name + "\\t" + hash }}
@@ -1211,6 +540,10 @@ def weights = file('{model / "sub" / "weights.bin"}')
 java.nio.file.Files.setLastModifiedTime(weights, java.nio.file.attribute.FileTime.fromMillis(java.nio.file.Files.getLastModifiedTime(weights).toMillis() + 5000))
 println "changed\\t" + folderDigest(file('{model}'), digests)
 println "objects\\t" + [isObjectStorage('s3://bucket/store'), isObjectStorage('gs://b/s'), isObjectStorage('virnucpro-store'), isObjectStorage('/scratch/store')].join(',')
+// The store's caches: folders in a file-system store (the compile cache made), else the launch
+// folder's .nextflow/ for digests and no compile cache ([]: no such input) in object storage.
+println "caches\\t" + [digestCache('{tmp_path}/store', '/launch'), digestCache('s3://b/store', '/launch'), compileCache('{tmp_path}/store'), compileCache('s3://b/store')].join(',')
+println "madecache\\t" + java.nio.file.Files.isDirectory(file('{tmp_path}/store/compile-cache'))
 println "flag\\t" + [flag(true), flag('true'), flag(false), flag('false')].join(',')
 def listed = {{ dir, suffix -> java.nio.file.Files.list(file(dir)).toArray().findAll {{ p -> p.toString().endsWith(suffix) }}.reverse() }}
 def meta = [id: 'sample', group: 'g1']
@@ -1220,6 +553,11 @@ println "back\\t" + items.collect {{ item -> sampleMeta(item[0] + [features_key:
 def one = shardItems(meta, file('{single}/s.nucleotide.fa'), file('{single}/s.protein.fa'), file('{tmp_path / "single.md5"}'))
 println "single\\t" + one.size() + "\\t" + one[0][0].shard + "\\t" + one[0][0].shard_index
 println "features\\t" + featuresKey(file('/store/a/x.h5'), file('/store/b/y.h5')) + "\\t" + featuresKey(file('/store/a/z.h5'), file('/store/b/w.h5')) + "\\t" + featuresKey(file('/store/a2/x.h5'), file('/store/b/y.h5'))
+// Last: the versions file (several lines).
+def stored_version = file('{tmp_path}/torch.version')
+stored_version.text = '2.13.0\\n'
+def entries = [['MERGE', 'virnucpro', ' 0.1.0\\n'], ['EXTRACT_ESM', 'torch', stored_version], ['EXTRACT_ESM', 'torch', '2.12.0'], ['EXTRACT_ESM', 'virnucpro', '0.1.0']]
+print versionsYaml(entries.collect {{ e -> [e[0], e[1], versionText(e[2])] }}, '0.1.0', '25.10.0')
 """
     (tmp_path / "check.groovy").write_text(script)
     groovy, env = groovy_command()
@@ -1254,16 +592,27 @@ println "features\\t" + featuresKey(file('/store/a/x.h5'), file('/store/b/y.h5')
     assert [l[1:] for l in lines if l[0] == "single"] == [["1", "sample.00001", "1"]]
     (features,) = [l[1:] for l in lines if l[0] == "features"]
     assert features[0] == features[1] != features[2]  # keyed by the embeddings' store folders
+    assert [l[1:] for l in lines if l[0] == "caches"] == [[f"{tmp_path}/store/digests,/launch/.nextflow/virnucpro-digests,"
+                                                          f"{tmp_path}/store/compile-cache,[]"]]
+    assert [l[1] for l in lines if l[0] == "madecache"] == ["true"]
+    # Versions by process (a file's text or an eval's output, trimmed), tools in name order, two
+    # versions of one tool both listed, then the pipeline's own.
+    yaml_text = result.stdout[result.stdout.index('"EXTRACT_ESM":'):]
+    assert yaml_text == ('"EXTRACT_ESM":\n    torch: 2.12.0, 2.13.0\n    virnucpro: 0.1.0\n"MERGE":\n    virnucpro: 0.1.0\n'
+                         '"Workflow":\n    Nextflow: 25.10.0\n    virnucpro: 0.1.0\n')
+    import yaml
+
+    assert yaml.safe_load(yaml_text)["Workflow"] == {"Nextflow": "25.10.0", "virnucpro": "0.1.0"}
 
 
-@pytest.mark.skipif(groovy_command() is None, reason="no groovy/java here to run main.nf's checkFirst")
+@pytest.mark.skipif(groovy_command() is None, reason="no groovy/java here to run the pipeline's checkFirst")
 def test_check_first_runs_under_groovy_for_the_profiles(tmp_path):
-    lines = [main_functions("flag", "checkFirst")]
+    lines = [utils_functions("flag", "checkFirst")]
     cases = {"test": (True, "cpu"), "test,gpu": (True, "cuda"), "gpu": (False, "cuda"), "test,gpu cli string": ("true", "cuda:1"),
              "standard": (False, "auto")}
     for name, (make, device) in cases.items():
         lines.append(f"params = [make_test_models: {groovy_value(make)}, device: {groovy_value(device)}]")
-        lines.append(f"println '{name}\\t' + checkFirst()")
+        lines.append(f"println '{name}\\t' + checkFirst(params.make_test_models, params.device)")
     (tmp_path / "first.groovy").write_text("\n".join(lines) + "\n")
     groovy, env = groovy_command()
     result = subprocess.run([groovy, str(tmp_path / "first.groovy")], capture_output=True, text=True, env=env)
@@ -1300,30 +649,6 @@ def test_modules_config_closures_evaluate_under_groovy_as_rendered_here(tmp_path
     result = subprocess.run([groovy, str(script)], capture_output=True, text=True, env=genv)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == expected
-
-
-def groovy_value(value):
-    """A Python value as a Groovy literal (None, bool, numbers, strings, dicts)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, dict):
-        return "[" + ", ".join(f"{k}: {groovy_value(v)}" for k, v in value.items()) + "]" if value else "[:]"
-    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def gpu_accelerators():
-    """{profile: the right-hand side of `accelerator = ...` for the gpu label} where one is set."""
-    found = {}
-    for name, body in profiles().items():
-        for _, gpu_label in blocks(body, r"withLabel:\s*gpu"):
-            match = re.search(r"\baccelerator\s*=\s*(.+?)\s*$", gpu_label, re.M)
-            if match:
-                found[name] = match.group(1)
-    return found
 
 
 def test_gpu_tasks_get_as_many_gpus_as_extraction_uses():

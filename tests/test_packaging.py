@@ -18,7 +18,7 @@ import virnucpro
 import virnucpro.tools
 
 from helpers import BIN, REPO, run_tool
-from test_nextflow_static import blocks
+from nextflow_source import blocks
 
 BIN_TOOLS = sorted(name for name in os.listdir(BIN) if name.startswith("virnucpro-"))
 RECIPE = os.path.join(REPO, "recipes", "virnucpro", "meta.yaml")

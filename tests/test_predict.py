@@ -12,21 +12,8 @@ import time
 
 import pytest
 
-from helpers import DATA, REPO, files_in, read_fasta_pairs, run_tool
-from virnucpro.fasta import format_record, read_fasta
-
-FINAL = ("prediction_results.tsv", "prediction_results_highestscore.tsv", "sequence_summary.tsv")
-SUBSET = ("ssDNA-linear", "Caudo-1hallmarkgene", "RNA-linear")
-
-
-def predict_args(test_models, fasta, outdir, *extra):
-    return ["--input", fasta, "--outdir", outdir, "--chunk_size", 500, "--classifier", test_models["classifier"],
-            "--dnabert_model", test_models["dnabert"], "--esm_model", test_models["esm"], "--device", "cpu", *extra]
-
-
-def read(path):
-    with open(path) as handle:
-        return handle.read()
+from helpers import FINAL, REPO, SMALL_SUBSET, files_in, predict_args, read, read_fasta_pairs, run_tool
+from virnucpro.fasta import read_fasta
 
 
 #: Largest score difference between runs that batch or shard the frames otherwise (fp32, CPU).
@@ -55,15 +42,6 @@ def all_files(folder):
 
 
 @pytest.fixture(scope="module")
-def small_fasta(tmp_path_factory):
-    """Three short genomes of 8seq.fa (with chunks that have no stop-free frame)."""
-    records = dict(read_fasta(os.path.join(DATA, "virsorter2", "8seq.fa")))
-    path = tmp_path_factory.mktemp("input") / "small.fa"
-    path.write_text("".join(format_record(name, records[name]) for name in SUBSET))
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def clean_run(test_models, small_fasta, tmp_path_factory):
     outdir = tmp_path_factory.mktemp("clean") / "run"
     result = run_tool("virnucpro-predict", *predict_args(test_models, small_fasta, outdir))
@@ -89,7 +67,7 @@ def test_report_is_self_contained(clean_run):
     report = read(os.path.join(clean_run["outdir"], "report.html"))
     assert report.count("src='data:image/png;base64,") >= 4
     assert not re.search(r"""(src|href)=['"](http|//|file:)""", report)
-    for name in SUBSET:
+    for name in SMALL_SUBSET:
         assert name in report
     assert "chunk_size" in report and "threshold" in report
 
@@ -262,12 +240,12 @@ def test_full_example_file_one_row_per_frame_and_per_record(test_models, tmp_pat
 
 
 def test_each_model_is_loaded_once_for_all_shards(test_models, small_fasta, tmp_path, monkeypatch):
-    from virnucpro.stages import extract
+    from virnucpro.engine import embedder
     from virnucpro.stages.predict import predict_run
 
     loads = []
-    real = extract.load_runner
-    monkeypatch.setattr(extract, "load_runner", lambda *args: loads.append(args[0]) or real(*args))
+    real = embedder.load_runner
+    monkeypatch.setattr(embedder, "load_runner", lambda *args: loads.append(args[0]) or real(*args))
     result = predict_run(small_fasta, str(tmp_path / "run"), classifier=test_models["classifier"], device="cpu",
                          dnabert_model=test_models["dnabert"], esm_model=test_models["esm"], shard_size=5, workers=1)
     shards = sorted(os.listdir(tmp_path / "run" / "2_dnabert"))
@@ -432,7 +410,7 @@ def test_device_auto_on_a_gpu_machine_with_cpu_only_torch_warns_once(tmp_path):
     fake.mkdir()
     (fake / "nvidia-smi").write_text("#!/bin/sh\necho GPU 0\n")
     (fake / "nvidia-smi").chmod(0o755)
-    code = "from virnucpro.stages.extract import plan_devices; plan_devices('auto'); plan_devices('auto'); print('ok')"
+    code = "from virnucpro.engine.devices import plan_devices; plan_devices('auto'); plan_devices('auto'); print('ok')"
     env = dict(os.environ, PATH=f"{fake}{os.pathsep}{os.environ['PATH']}")
     result = subprocess.run([sys.executable, "-c", "import logging; logging.basicConfig(); " + code],
                             capture_output=True, text=True, env=env)

@@ -89,6 +89,18 @@ def test_threshold_and_chunk_size_reach_the_report(tiny_run, tmp_path):
     assert not os.path.exists(tmp_path / "other")
 
 
+def test_chunk_size_and_threshold_are_checked_as_in_every_tool(tiny_run, tmp_path):
+    from virnucpro.errors import UserError
+    from virnucpro.stages.report import make_report
+
+    for setting, says in (({"threshold": 1.5}, "--threshold must be between 0 and 1"),
+                          ({"chunk_size": 2}, "--chunk_size must be a whole number of at least 3")):
+        with pytest.raises(UserError, match=says):
+            make_report(tiny_run["prediction_results.tsv"], tiny_run["sequence_summary.tsv"], str(tmp_path / "out"),
+                        **setting)
+    assert not os.path.exists(tmp_path / "out")
+
+
 def test_empty_run_gives_a_report(tmp_path):
     """No sequence had a stop-free frame: the tables hold headers only (plus unscored rows)."""
     from virnucpro.stages.classify import SUMMARY_COLUMNS

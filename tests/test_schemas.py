@@ -12,7 +12,7 @@ from jsonschema import Draft202012Validator
 
 import nf_schema
 from helpers import REPO
-from test_nextflow_static import blocks, declared_params, params_block, profiles
+from nextflow_source import blocks, declared_params, params_block, profiles
 
 SCHEMA = json.load(open(os.path.join(REPO, "nextflow_schema.json")))
 SAMPLESHEET_SCHEMA = json.load(open(os.path.join(REPO, "assets", "schema_input.json")))
@@ -55,6 +55,7 @@ def test_config_defaults_and_every_profiles_params_pass():
     ("threshold", 1.5, "1.5 is greater than the maximum of 1"),
     ("shard_size", -1, "-1 is less than the minimum of 0"),
     ("chunk_size", "500bp", "'500bp' is not of type 'integer'"),
+    ("chunk_size", 400, "400 is not one of [300, 500]"),
     ("publish_dir_mode", "hardlink", "'hardlink' is not one of"),
     ("input", "samples.tsv", "'samples.tsv' does not match"),
 ])

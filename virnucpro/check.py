@@ -112,7 +112,7 @@ def check_device(device, report, release, supports, built):
     """The one device checked (the first of what `--device` names), described; None when unusable."""
     import torch
 
-    from .stages.extract import plan_devices
+    from .engine.devices import plan_devices
 
     try:
         chosen = plan_devices(device)[0]
@@ -147,7 +147,7 @@ def check_compile(device, wanted, report):
     (`pooling.CompiledOrEager`) steps aside to eager. Neither: the node cannot run the pipeline."""
     import torch
 
-    from .stages.extract import resolve_compile
+    from .engine.devices import resolve_compile
     from .engine.pooling import CompiledOrEager, writable_compile_caches
 
     if not resolve_compile(wanted, device.split(":")[0]):
@@ -236,7 +236,7 @@ def check_model(kind, model, label, device, precision, compile, frames, seconds,
             return
         report.line(kind, f"{comparison} (>= {floor})")
         # A compiled model's first batch shapes compile during that run: it cannot count.
-        throughput(kind, embedder, device, seqs, seconds, workdir, report, None if embedder.compile else first)
+        throughput(kind, embedder, device, seqs, seconds, workdir, report, None if embedder.plan.compile else first)
     finally:
         embedder.close()
         if device.startswith("cuda"):
@@ -245,9 +245,9 @@ def check_model(kind, model, label, device, precision, compile, frames, seconds,
 
 def compiled(embedder):
     """', compiled' / ', eager: compiling failed' for a compiled run (what `pooling.CompiledOrEager` did), else ''."""
-    if not embedder.compile:
+    if not embedder.plan.compile:
         return ""
-    wrapper = getattr(embedder.runner, "model", None)
+    wrapper = getattr(embedder.engine.runner, "model", None)
     return ", eager: compiling failed" if getattr(wrapper, "compiled", True) is None else ", compiled"
 
 

@@ -79,14 +79,11 @@ def os_error_line(err, args):
 
 
 def _final_name(path):
-    """The output a temporary name stands for (`.name.XXXX.tmp`, `.name.virnucpro-partial`): what the user asked for."""
+    """The output an unfinished file stands for (`names.final_name`): what the user asked for."""
+    from .names import final_name
+
     folder, name = os.path.split(path)
-    temp = re.fullmatch(r"\.(.+)\.[^.]+\.tmp|\.(.+)\.virnucpro-partial", name)
-    if temp and temp.group(2):
-        return os.path.join(folder, temp.group(2))
-    if temp:
-        return os.path.join(folder, temp.group(1))
-    return path[: -len(".partial")] if path.endswith(".partial") else path
+    return os.path.join(folder, final_name(name))
 
 
 def _terminate(signum, frame):
@@ -137,14 +134,22 @@ def run(component, tool=None):
         print(f"{tool}: error: {os_error_line(err, args)}", file=sys.stderr)
         if hdf5_failed:
             # HDF5 still holds the failed write in objects Python frees at exit, and freeing them
-            # prints tracebacks or crashes; every cleanup has run on the way here, so leave now.
-            sys.stderr.flush()
-            sys.stdout.flush()
-            os._exit(1)
+            # prints tracebacks or crashes.
+            _leave_now(1)
         sys.exit(1)
     except Terminated:
         print(f"{tool}: terminated (SIGTERM); nothing partial was left under a final name", file=sys.stderr)
-        sys.exit(143)
+        _leave_now(143)
     except KeyboardInterrupt:
         print(f"{tool}: interrupted (Ctrl-C); nothing partial was left under a final name", file=sys.stderr)
-        sys.exit(130)
+        _leave_now(130)
+
+
+def _leave_now(status):
+    """Exit without the interpreter's exit handlers, once every cleanup has run on the way here. After
+    a signal, a worker may have died in the middle of sending a result, and the exit handler that
+    joins a process pool's reader thread would then wait for the rest of that message forever."""
+    logging.shutdown()  # flushes the log handlers, as a normal exit would
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

@@ -120,6 +120,16 @@ def read_attrs(path):
         return None
 
 
+def root_attrs(path):
+    """Root attributes of any readable HDF5 file (what its maker recorded in it), or None when it
+    cannot be read as HDF5."""
+    try:
+        with h5py.File(path, "r") as handle:
+            return text_attrs(handle.attrs)
+    except OSError:
+        return None
+
+
 def partial_path(output):
     """Where the resumable work of `output` lives until it is complete."""
     from .names import PARTIAL_SUFFIX

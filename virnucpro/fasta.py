@@ -131,14 +131,16 @@ def _check_letters(path, number, record_id, seq, allowed, kind):
     )
 
 
-def read_fasta(path, alphabet="nucleotide", allow_empty_file=False, check_duplicates=True, progress=None, digest=None):
+def read_fasta(path, alphabet="nucleotide", allow_empty_file=False, check_duplicates=True, progress=None, digest=None,
+               warn=True):
     """Yield (record_id, sequence) as str for each non-empty record of a FASTA file.
 
     alphabet: 'nucleotide', 'protein' or None (no letter check). Empty records are skipped
     with a warning naming them; RNA (U for T) in a nucleotide file is read as DNA, with a warning. Raises UserError for a missing, empty (unless allow_empty_file)
     or non-FASTA file, a bad letter, or a duplicate id. `progress` (a tqdm whose total is the
     file's size on disk) is advanced by the bytes read, compressed bytes for gzip. `digest` (a
-    hashlib object) is fed every byte read from the file (`open_text_or_gzip`).
+    hashlib object) is fed every byte read from the file (`open_text_or_gzip`). `warn=False`: no
+    warning lines (a file read a second time, whose first reading gave them).
     """
     allowed = {"nucleotide": NUCLEOTIDE_LETTERS, "protein": PROTEIN_LETTERS, None: None}[alphabet]
     seen = set() if check_duplicates else None
@@ -146,18 +148,19 @@ def read_fasta(path, alphabet="nucleotide", allow_empty_file=False, check_duplic
     record_id = None
     parts = []
     rna_records = 0
+    warning = log.warning if warn else (lambda *args: None)
 
     def finish():
         nonlocal rna_records
         seq = b"".join(parts)
         if not seq:
-            log.warning("%s: record %d '%s' has an empty sequence; skipped", path, number, record_id)
+            warning("%s: record %d '%s' has an empty sequence; skipped", path, number, record_id)
             return None
         if allowed is not None:
             _check_letters(path, number, record_id, seq, allowed, alphabet)
         if alphabet == "nucleotide" and (b"U" in seq or b"u" in seq):
             if not rna_records:
-                log.warning("%s: record %d '%s' is RNA (has U): reading U as T, here and in any further "
+                warning("%s: record %d '%s' is RNA (has U): reading U as T, here and in any further "
                             "RNA record of this file", path, number, record_id)
             rna_records += 1
             seq = seq.translate(_U_AS_T)
@@ -216,7 +219,7 @@ def read_fasta(path, alphabet="nucleotide", allow_empty_file=False, check_duplic
     if seq is not None:
         yield record_id, seq
     if rna_records > 1:
-        log.warning("%s: %d RNA records read with U as T", path, rna_records)
+        warning("%s: %d RNA records read with U as T", path, rna_records)
 
 
 def count_records(path):

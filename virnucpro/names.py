@@ -8,6 +8,7 @@ tests/test_names.py checks main.nf and modules/ against this file).
                                    `<stem>` alone for an unsharded run
     <shard>.dnabert.h5, <shard>.esm.h5, <shard>.features.h5   embeddings and merged features
     prediction_results.tsv, ..., classify.json, report.html, report.json, run.json   the tables and records
+    .<name>.XXXXXXXX.tmp, .<name>.virnucpro-partial   an output `<name>` being written (hidden, beside it)
 """
 
 import os
@@ -51,7 +52,40 @@ HIGHESTSCORE_COLUMNS = ("Modified_ID", "Is_Virus")
 SUMMARY_COLUMNS = ("sequence_id", "length", "chunks", "chunks_scored", "chunks_viral", "viral_fraction", "mean_virus_score",
                    "verdict")
 
+# ---- temporary and unfinished files -------------------------------------------------------------
+#: `outputs.temp_path_for(x)` writes `.<name of x>.<8 random characters>.tmp` beside x
+#: (tempfile.mkstemp's random part), renamed to x when complete.
+TEMP_SUFFIX = ".tmp"
+#: virnucpro-fetch-model assembles a download in `.<folder name>.partial` beside its --outdir.
+MODEL_PARTIAL_SUFFIX = ".partial"
+_TEMP_RANDOM = r"[a-z0-9_]{8}"
+
+
+def temp_prefix(name):
+    """How every temporary name of the output `name` starts: `.<name>.`."""
+    return f".{name}."
+
+
+def temp_pattern(name):
+    """A regex matching exactly the temporary names of the output `name` (`.<name>.XXXXXXXX.tmp`)."""
+    return re.compile(re.escape(temp_prefix(name)) + _TEMP_RANDOM + re.escape(TEMP_SUFFIX))
+
+
+_UNFINISHED = re.compile(rf"\.(.+)(?:\.{_TEMP_RANDOM}{re.escape(TEMP_SUFFIX)}|{re.escape(PARTIAL_SUFFIX)}"
+                         rf"|{re.escape(MODEL_PARTIAL_SUFFIX)})")
+
+
+def final_name(name):
+    """The output an unfinished file's name stands for (`.x.XXXXXXXX.tmp`, `.x.virnucpro-partial`,
+    `.x.partial` -> `x`): what the user asked for; any other name as it is."""
+    unfinished = _UNFINISHED.fullmatch(name)
+    return unfinished.group(1) if unfinished else name
+
+
 # ---- predict --------------------------------------------------------------------------------
+#: The stages of a run, in order: they label predict's log lines and timings and the tools' progress bars.
+STAGES = ("translate", "dnabert", "esm", "merge", "classify", "report")
+TRANSLATE_STAGE, DNABERT_STAGE, ESM_STAGE, MERGE_STAGE, CLASSIFY_STAGE, REPORT_STAGE = STAGES
 STAGE_FOLDERS = {"translate": "1_translate", "dnabert": "2_dnabert", "esm": "3_esm", "merge": "4_merge"}
 RUN_RECORD = "run.json"
 TIMINGS = "timings.json"

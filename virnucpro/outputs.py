@@ -1,9 +1,13 @@
-"""Atomic outputs: write under a temporary name in the target folder, rename when complete."""
+"""Atomic outputs (write under a temporary name in the target folder, rename when complete), the
+lock one run holds on them, the record of what they were made from, and `make_once`, the one
+skip-or-redo sequence every tool runs its work through."""
 
 import contextlib
 import logging
 import os
 import tempfile
+
+from .names import TEMP_SUFFIX, temp_pattern, temp_prefix
 
 log = logging.getLogger(__name__)
 
@@ -12,7 +16,7 @@ def temp_path_for(path):
     """A unique temporary name beside `path` (same folder, so the final rename is atomic)."""
     folder, name = os.path.split(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(name), suffix=TEMP_SUFFIX, dir=folder)
     os.close(fd)
     return tmp
 
@@ -203,15 +207,9 @@ def input_identity(path, recorded_attrs=()):
 
     path = str(path)
     if is_hdf5(path) and recorded_attrs:  # is_hdf5: one line for a missing file or a folder
-        import h5py
+        from .embeddings_h5 import root_attrs
 
-        from .embeddings_h5 import text_attrs
-
-        try:
-            with h5py.File(path, "r") as handle:
-                attrs = text_attrs(handle.attrs)
-        except OSError:
-            attrs = {}  # unreadable: its reader says why; the bytes still identify it
+        attrs = root_attrs(path) or {}  # unreadable: its reader says why; the bytes still identify it
         if all(key in attrs for key in recorded_attrs):
             return {key: attrs[key] for key in recorded_attrs}
     return {"sha256": file_sha256(path)}
@@ -302,10 +300,8 @@ def remove_own_temps(path):
     """Remove the temporary files `temp_path_for(path)` makes (`.<name>.XXXXXXXX.tmp` beside it)
     that a killed run left. Only under `exclusive(...)`: no live run can own them then. Any other
     file, hidden or not, is left alone."""
-    import re
-
     folder, name = os.path.split(os.path.abspath(path))
-    own = re.compile(re.escape(f".{name}.") + r"[a-z0-9_]{8}\.tmp")
+    own = temp_pattern(name)
     if not os.path.isdir(folder):
         return 0
     removed = 0
@@ -317,6 +313,68 @@ def remove_own_temps(path):
     if removed:
         log.info("removed %d temporary file(s) of %s left by an interrupted run", removed, os.path.basename(path))
     return removed
+
+
+def make_once(outputs, expected, make, *, what, lock, lock_what=None, record_path=None, recorded=None,
+              changed=None, record=None, temps_of=None, check_first=None, kept=None, overwrite=False, redo=False):
+    """Make `outputs` with `make()` unless they exist made the same way: the skip-or-redo sequence
+    of every tool, in one place. Returns `make()`'s result, or `kept(previous)` when they are kept.
+
+    Usage, for outputs with a JSON record beside them (classify, report):
+
+        make_once(paths, expected, lambda: write_tables(paths), what="classification",
+                  lock=record_path, record_path=record_path,
+                  record=lambda result, digests: {"made_from": expected, "sha256": digests},
+                  overwrite=overwrite, redo=redo)
+
+    The steps, in the order that makes reruns correct:
+      1. Lock (`exclusive(lock)`): everything below sees outputs no other run is changing; a second
+         run stops at once with one line naming the holder.
+      2. Reuse (`reuse_existing`): keep the outputs when the identity their record holds
+         (`recorded(previous)`, default its "made_from") equals `expected` and `changed(previous,
+         paths)` (default: the bytes against the record's "sha256" digests) finds nothing; outputs
+         made differently are refused (one line) unless `overwrite`, or made again with `redo` (a
+         caller that owns the folder); outputs edited or damaged since are made again (one warning).
+      3. `check_first()`: checks that may still refuse the run, before anything is removed, so a
+         refused run leaves the old outputs and their record as they were.
+      4. Remove own temporaries (`remove_own_temps` of `temps_of`, default the outputs and the
+         record): what a killed run left; safe only under the lock, where no live run owns them.
+      5. Discard the old record: from here on the old outputs may be replaced, and a record must
+         never vouch for files it did not see made. A run that dies from here leaves outputs without
+         a record, which the next run makes again (or refuses, one line), never keeps unchecked.
+      6. `make()`: the work, each output published complete under its final name (`atomic_paths`).
+      7. Write the record (`record(result, file_digests(outputs))` to `record_path`) only after
+         `make()` returned: a record exists only for outputs that were made completely.
+
+    `previous` is the JSON record at `record_path` ({} when there is none). `outputs` may be a
+    callable of it (the existing outputs to judge, when the record lists them) and `expected` a
+    callable, evaluated under the lock. Where the record lives in the output itself (merge's
+    `made_from` attribute, extract's HDF5 attributes), pass no `record_path`: `recorded` reads it,
+    `changed` checks the content, `make` writes it into the new output, and replacing the output
+    replaces its record. A tool whose record must reach disk before its outputs (translate: the
+    record lists names known only once the work is done) passes `record=None`; its `make` then
+    removes the old record and writes the new one itself, right before it publishes.
+    """
+    with exclusive(lock, lock_what or what):
+        previous = (read_record(record_path) if record_path else None) or {}
+        paths = [str(p) for p in (outputs(previous) if callable(outputs) else outputs)]
+        if callable(expected):
+            expected = expected()
+        made_from = recorded(previous) if recorded else previous.get("made_from")
+        check = ((lambda: changed(previous, paths)) if changed else
+                 (lambda: changed_files(paths, previous.get("sha256"))))
+        if paths and reuse_existing(paths, made_from, expected, overwrite, redo, what, check=check):
+            return kept(previous) if kept else None
+        if check_first:
+            check_first()
+        for path in (temps_of if temps_of is not None else paths + ([record_path] if record_path else [])):
+            remove_own_temps(path)
+        if record is not None and os.path.exists(record_path):
+            os.remove(record_path)
+        result = make()
+        if record is not None:
+            write_record(record_path, record(result, file_digests(paths)))
+        return result
 
 
 def check_writable_folder(folder, option="--outdir"):

@@ -1,11 +1,18 @@
-"""Spawn-pool plumbing shared by the tools: pick workers/batches/chunksize, stream results in order.
+"""Process pools shared by the tools: pick workers/batches/chunksize, stream results in order.
 
-`ordered_map` is the one process-pool helper (translate, merge and extract use it). Its workers
-ignore Ctrl-C (the parent handles it and ends the pool, so no worker prints a traceback) and exit
-by themselves when their parent dies (kill -9, OOM killer), so none lingers holding a model or GPU.
+Built on documented APIs only: `concurrent.futures.ProcessPoolExecutor` with the spawn context.
+`ordered_map` is the one way the tools run work in processes (translate, merge, extract). Every
+pool worker (`start_pool`) ignores Ctrl-C (the parent handles it and ends the pool, so no worker
+prints a traceback), logs like its parent, and exits by itself when its parent dies (kill -9, OOM
+killer) or ends the pool after an error or a signal, so none lingers holding a model or GPU. A
+worker that dies is the documented `BrokenProcessPool`, reported as one line.
 """
 
+import collections
+import concurrent.futures
 import contextlib
+import itertools
+import logging
 import multiprocessing
 import os
 import signal
@@ -84,144 +91,169 @@ def plan_pool(n_tasks, workers=None, max_chunksize=4):
     return workers, chunksize
 
 
-def exit_with_parent():
-    """A pool worker waits on a queue its parent feeds: if the parent is killed nothing wakes it,
-    and it would hold its memory (a model, a GPU) forever. Exit as soon as the parent is gone."""
+def start_pool(workers, initializer=None, initargs=()):
+    """A spawn pool of `workers` processes, each running `initializer(*initargs)` once (to keep
+    across several `ordered_map` calls, e.g. a model loaded once per worker; close it with `with`)."""
+    return Pool(workers, initializer, initargs)
+
+
+class Pool:
+    """A `ProcessPoolExecutor` (spawn) whose workers can be told to exit at once.
+
+    Each worker watches the read end of a pipe only this process can write to: closing the write
+    end (`close(clean=False)`) makes every worker exit where it stands, which no executor method
+    does before Python 3.14 (`kill_workers`). `busy` counts the tasks handed out and not yet done."""
+
+    def __init__(self, workers, initializer=None, initargs=()):
+        context = multiprocessing.get_context("spawn")
+        self._abort_watched, self._abort = context.Pipe(duplex=False)
+        self.workers, self.busy = workers, 0
+        self.executor = concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_init_worker,
+            initargs=(self._abort_watched, _log_setup(), initializer, initargs))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        self.close(clean=kind is None)
+
+    def submit(self, function, *args):
+        """`executor.submit`; Ctrl-C is held back meanwhile, as a worker may be started here and
+        must start with it blocked (the worker then ignores it); a Ctrl-C that came is raised after."""
+        with _sigint_held():
+            return self.executor.submit(function, *args)
+
+    def close(self, clean=True):
+        """Shut the pool down: after its work (`clean`), or at once after an error or a signal,
+        without waiting on workers that may be dead or busy: pending tasks are cancelled and the
+        workers exit. Never waits on a worker (a batch system's SIGTERM may have killed some mid-task)."""
+        if self._abort.closed:
+            return
+        if clean:
+            self.executor.shutdown(wait=True)
+        else:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+        self._abort.close()  # every worker still running exits now
+        self._abort_watched.close()
+
+
+def _log_setup():
+    """(level, formatter) of this process's logging, for its workers to log the same way (the
+    tool's name on every line); None when logging is not set up (a library caller)."""
+    root = logging.getLogger()
+    formatters = [handler.formatter for handler in root.handlers if type(handler.formatter) is logging.Formatter]
+    return (root.level, formatters[0]) if formatters else None  # a plain Formatter pickles; others (pytest's) may not
+
+
+def _init_worker(abort, log_setup, initializer, initargs):
+    """Every pool worker: Ctrl-C is the parent's business; log like the parent; exit with the
+    parent or when it ends the pool; then the caller's setup."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # held back while this process was started
+    if log_setup is not None:
+        level, formatter = log_setup
+        handler = logging.StreamHandler()  # stderr, as the parent's
+        handler.setFormatter(formatter)
+        logging.basicConfig(level=level, handlers=[handler], force=True)
+    exit_with_parent(abort)
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def exit_with_parent(abort=None):
+    """A pool worker waits for tasks its parent sends: if the parent is killed nothing wakes it, and
+    it would hold its memory (a model, a GPU) forever. Exit as soon as the parent is gone, or as
+    soon as `abort` (the read end of a pipe only the parent writes) is closed by the parent."""
     import multiprocessing.connection
 
     parent = multiprocessing.parent_process()
-    if parent is not None:
+    watched = [parent.sentinel] if parent is not None else []
+    if abort is not None:
+        watched.append(abort)
+    if watched:
         def watch():
-            multiprocessing.connection.wait([parent.sentinel])
+            multiprocessing.connection.wait(watched)
             os._exit(1)
 
         threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _init_worker(initializer, initargs):
-    """Every pool worker: Ctrl-C is the parent's business; die with the parent; then the caller's setup."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    exit_with_parent()
-    if initializer is not None:
-        initializer(*initargs)
-
-
 @contextlib.contextmanager
-def _sigint_ignored():
-    """Ignore Ctrl-C while pool workers are started (a spawned process keeps an ignored SIGINT)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _sigint_held():
+    """Block Ctrl-C in this thread for the block: a process started here inherits it blocked (and
+    then ignores it); a Ctrl-C that arrives meanwhile is delivered when the block ends, not lost."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _bounded(tasks, slots, stop):
-    """Hand out tasks only while a slot is free; the consumer frees one per result taken."""
-    for task in tasks:
-        slots.acquire()
-        if stop.is_set():
-            return
-        yield task
+def ordered_map(worker, tasks, workers, chunksize=1, max_in_flight=None, initializer=None, initargs=(), pools=None):
+    """Yield worker(task) in task order: in this process for one worker, else in spawned processes.
 
-
-def start_pool(workers, initializer=None, initargs=()):
-    """A spawn pool of `workers` processes, each running `initializer(*initargs)` once (to keep
-    across several `ordered_map` calls, e.g. a model loaded once per worker; close it with `with`)."""
-    ctx = multiprocessing.get_context("spawn")
-    with _sigint_ignored():  # workers inherit it: a Ctrl-C while they still import is no traceback either
-        return ctx.Pool(workers, initializer=_init_worker, initargs=(initializer, initargs))
-
-
-def ordered_map(worker, tasks, workers, chunksize=1, max_in_flight=None, initializer=None, initargs=(), pool=None):
-    """Yield worker(task) in task order: in this process for one worker, else with a spawn pool's imap.
-
-    `tasks` may be a generator. Pool.imap alone would read it to the end at once (its feeder
-    thread has no back-pressure), so at most `max_in_flight` tasks are read ahead: memory stays
-    flat however large the input is. `initializer(*initargs)` runs once per worker process (in
-    this process when there is one worker). `pool` (from `start_pool`): use it, and leave it open.
+    `tasks` may be a generator: at most `max_in_flight` tasks are read ahead of the results taken,
+    so memory stays flat however large the input is. Tasks go `chunksize` at a time to a worker (a
+    process round trip per few tasks, not per task). `initializer(*initargs)` runs once per worker
+    process (in this process when there is one worker). `pools` (from `start_pool`, kept open by
+    the caller): each chunk goes to the least busy of them (e.g. one single-process pool per device).
+    A worker that dies (OOM killer, kill -9) is a one-line UserError, never a hang.
     """
-    if workers <= 1 and pool is None:
+    if workers <= 1 and pools is None:
         if initializer is not None:
             initializer(*initargs)
         yield from map(worker, tasks)
         return
-    max_in_flight = max(max_in_flight or workers * chunksize * 2, 2 * chunksize)
-    slots, stop = threading.Semaphore(max_in_flight), threading.Event()
-    own = pool is None
-    pool = pool or start_pool(workers, initializer, initargs)
-    finished = False
+    max_in_flight = max(max_in_flight or workers * chunksize * 2, chunksize)
+    own = pools is None
+    pools = pools or [start_pool(workers, initializer, initargs)]
+    tasks, pending, in_flight, finished = iter(tasks), collections.deque(), 0, False
     try:
-        processes = list(pool._pool)  # a pool never retires a healthy worker (no maxtasksperchild)
-        # Chunks made here rather than by imap, whose chunked form cannot wait with a timeout.
-        chunks = _chunked(worker, _bounded(tasks, slots, stop), chunksize)
-        results = pool.imap(_apply_chunk, chunks)
         while True:
-            try:
-                chunk = _next_result(results, processes)
-            except StopIteration:
+            while in_flight + chunksize <= max_in_flight:
+                chunk = list(itertools.islice(tasks, chunksize))
+                if not chunk:
+                    break
+                pool = min(pools, key=lambda pool: pool.busy / pool.workers)
+                with worker_death_as_one_line():
+                    pending.append((pool.submit(_apply_chunk, worker, chunk), pool, len(chunk)))
+                pool.busy += len(chunk)
+                in_flight += len(chunk)
+            if not pending:
                 finished = True
                 return
-            for result in chunk:
-                slots.release()
-                yield result
-    finally:  # stopped early (error, Ctrl-C): unblock the pool's feeder so the pool can end
-        stop.set()
-        slots.release(max_in_flight)
+            future, pool, size = pending.popleft()
+            results = result(future)
+            pool.busy -= size
+            in_flight -= size
+            yield from results
+    finally:
         if own:
-            end_pool(pool, clean=finished)
+            pools[0].close(clean=finished)
+        else:
+            for future, pool, size in pending:  # stopped early: the caller's pools are free again
+                future.cancel()
+                pool.busy -= size
 
 
-def _next_result(results, processes, poll_seconds=1.0):
-    """The next result of `pool.imap`, or a one-line error when one of the pool's `processes` died
-    (OOM killer, kill -9): the pool would start a replacement but never redo the lost tasks, and
-    imap would wait forever."""
+def result(future):
+    """`future.result()`, or a one-line error when the worker running it died (OOM killer, kill -9)."""
+    with worker_death_as_one_line():
+        return future.result()
+
+
+@contextlib.contextmanager
+def worker_death_as_one_line():
+    """A worker that dies (OOM killer, kill -9) breaks its pool: from then on both `submit` and
+    `result` raise BrokenProcessPool. Either way: one line."""
     from .errors import UserError
 
-    while True:
-        try:
-            return results.next(timeout=poll_seconds)
-        except multiprocessing.TimeoutError:
-            dead = [process for process in processes if process.exitcode is not None]
-            if dead:
-                raise UserError(f"a worker process died (exit status {dead[0].exitcode}: killed, or out of memory?); "
-                                "rerun to resume") from None
+    try:
+        yield
+    except concurrent.futures.process.BrokenProcessPool:
+        raise UserError("a worker process died (killed, or out of memory?); rerun to resume") from None
 
 
-def _chunked(worker, tasks, size):
-    """(worker, [up to `size` tasks]) in order."""
-    chunk = []
-    for task in tasks:
-        chunk.append(task)
-        if len(chunk) == size:
-            yield worker, chunk
-            chunk = []
-    if chunk:
-        yield worker, chunk
-
-
-def _apply_chunk(item):
-    worker, chunk = item
+def _apply_chunk(worker, chunk):
     return [worker(task) for task in chunk]
-
-
-def end_pool(pool, clean=True):
-    """End a pool. After an error or a signal, its workers are killed and `Pool.terminate()` is not
-    called: a worker killed by the same signal (a batch system's SIGTERM reaches the whole process
-    group) may have died holding the pool's task-queue lock, and terminate() would wait for that
-    lock forever. The pool's own threads are daemons and go with the process."""
-    from multiprocessing.pool import TERMINATE
-
-    if clean:
-        pool.terminate()
-        pool.join()
-        return
-    pool._state = pool._worker_handler._state = TERMINATE  # no replacement workers
-    pool._terminate.cancel()  # nor terminate() at interpreter exit
-    for process in pool._pool:
-        process.kill()
-    for process in pool._pool:
-        process.join(5)

@@ -1,16 +1,22 @@
 """Rules the stages share about chunks and their scores, below the stages that use them:
 chunk bounds and ids (SPEC 1.1; translate cuts, report draws), each chunk's best scores (classify
-writes them, report reads them back), the verdict threshold and classify's record (read by report).
+writes them, report reads them back), the valid chunk sizes and thresholds (every tool checks them
+here), and classify's record (read by report).
 """
 
+import logging
 import math
 import os
 
 from .errors import UserError
 from .names import CLASSIFY_RECORD
 
+log = logging.getLogger(__name__)
+
 #: Default verdict threshold: a sequence is virus when at least this fraction of its scored chunks is viral.
 DEFAULT_THRESHOLD = 0.5
+#: The chunk sizes the published classifiers were trained on (300_model.pth, 500_model.pth).
+CHUNK_SIZES = (300, 500)
 
 
 def is_viral_chunk(best_other, best_virus):
@@ -68,6 +74,22 @@ def update_chunk_best(chunk_best, frame_id, score1, score2):
     else:
         best[0] = max(best[0], score1)
         best[1] = max(best[1], score2)
+
+
+def check_chunk_size(chunk_size, any_chunk_size=False, option="--chunk_size", warn=False):
+    """The chunk size, or a one-line error: a whole number of at least 3 (a chunk must hold a
+    codon), and 300 or 500, the sizes the published classifiers were trained on, unless
+    `any_chunk_size` (a classifier of one's own). `warn`: say once that another size was accepted."""
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 3:
+        raise UserError(f"{option} must be a whole number of at least 3 (300 or 500 for the published "
+                        f"classifiers), got {chunk_size!r}")
+    if chunk_size not in CHUNK_SIZES:
+        if not any_chunk_size:
+            raise UserError(f"{option} {chunk_size}: the published classifiers were trained on 300 or 500 bp chunks "
+                            "(--any_chunk_size allows another size, for a classifier of your own)")
+        if warn:
+            log.warning("%s %s: the published classifiers were trained on 300 or 500", option, chunk_size)
+    return chunk_size
 
 
 def check_threshold(threshold):

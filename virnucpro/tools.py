@@ -46,4 +46,9 @@ def main():
     if tool not in TOOLS:
         print(f"{tool}: error: not a virnucpro tool; the tools are {', '.join(sorted(TOOLS))}", file=sys.stderr)
         sys.exit(2)
+    if sys.argv[1:] == ["--version"]:  # answered before the tool's module (and torch) is imported
+        from . import __version__
+
+        print(__version__)
+        sys.exit(0)
     run(component(tool), tool)

@@ -17,8 +17,6 @@ from ..pt_io import one_line, torch_load_problem
 
 #: Class 0 and class 1 of the published models: score1 and score2 are their softmax probabilities.
 CLASS_NAMES = ("others", "virus")
-#: The chunk lengths the published classifiers were trained on (300_model.pth, 500_model.pth).
-CHUNK_SIZES = (300, 500)
 
 _EXPECTED_KEYS = {
     "hidden_layer.weight",
@@ -203,29 +201,20 @@ def trained_chunk_size(path, model):
     return None, None
 
 
-def check_chunk_size(path, model, chunk_size, any_chunk_size=False, option="--chunk_size"):
-    """The run's chunk size checked against the classifier: a size it says it was not trained on
-    is refused (one line) unless `any_chunk_size`; None is taken from the classifier when it says.
-    Returns the chunk size (None when neither says)."""
+def match_trained_chunk_size(path, model, chunk_size, any_chunk_size=False, option="--chunk_size"):
+    """The run's chunk size (`results.check_chunk_size`) checked against the one the classifier
+    says it was trained on: another is refused (one line) unless `any_chunk_size`; None is taken
+    from the classifier when it says. Returns the chunk size (None when neither says)."""
+    from ..results import check_chunk_size
+
     trained, evidence = trained_chunk_size(path, model)
     if chunk_size is None:
-        return check_allowed_chunk_size(trained, any_chunk_size, option) if trained else None
-    chunk_size = check_allowed_chunk_size(chunk_size, any_chunk_size, option)
+        return check_chunk_size(trained, any_chunk_size, option) if trained else None
+    chunk_size = check_chunk_size(chunk_size, any_chunk_size, option)
     if trained and trained != chunk_size and not any_chunk_size:
         raise UserError(f"{option} {chunk_size} does not match the classifier {path}: {evidence} says it was "
                         f"trained on {trained} bp chunks (use the {chunk_size}_model.pth classifier, or "
                         f"--any_chunk_size to run anyway)")
-    return chunk_size
-
-
-def check_allowed_chunk_size(chunk_size, any_chunk_size=False, option="--chunk_size"):
-    """300 or 500, the sizes the published classifiers were trained on; another whole number of
-    at least 3 only with `any_chunk_size`."""
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 3:
-        raise UserError(f"{option} must be a whole number (300 or 500), got {chunk_size!r}")
-    if chunk_size not in CHUNK_SIZES and not any_chunk_size:
-        raise UserError(f"{option} {chunk_size}: the published classifiers were trained on 300 or 500 bp chunks "
-                        "(--any_chunk_size allows another size, for a classifier of your own)")
     return chunk_size
 
 

@@ -16,9 +16,10 @@ import os
 import numpy as np
 
 from ..errors import UserError
-from ..models.classifier import CLASS_NAMES, check_chunk_size, load_classifier, predict_proba
-from ..names import (CLASSIFY_RECORD, HIGHESTSCORE, HIGHESTSCORE_COLUMNS, MADE_FROM, PREDICTION_COLUMNS, PREDICTIONS,
-                    SEQUENCES_COLUMNS, SEQUENCES_TABLE, SUMMARY, SUMMARY_COLUMNS, TRANSLATE_RECORD, as_path_list)
+from ..models.classifier import CLASS_NAMES, load_classifier, match_trained_chunk_size, predict_proba
+from ..names import (CLASSIFY_RECORD, CLASSIFY_STAGE, HIGHESTSCORE, HIGHESTSCORE_COLUMNS, MADE_FROM, PREDICTION_COLUMNS,
+                    PREDICTIONS, SEQUENCES_COLUMNS, SEQUENCES_TABLE, SUMMARY, SUMMARY_COLUMNS, TRANSLATE_RECORD,
+                    as_path_list)
 from ..outputs import atomic_paths
 from ..pt_io import is_hdf5, read_pt_embeddings
 from ..results import (DEFAULT_THRESHOLD, check_threshold, is_viral_chunk, is_viral_sequence, sequence_of,
@@ -210,7 +211,7 @@ def classify_features(
     `sequences`; when known, it must be one the classifier says it was trained on (its metadata or
     published file name) unless `any_chunk_size`.
     """
-    from ..outputs import changed_files, exclusive, file_digests, read_record, remove_own_temps, reuse_existing, write_record
+    from ..outputs import make_once
 
     outdir = str(outdir)
     paths = [os.path.join(outdir, name) for name in (PREDICTIONS, HIGHESTSCORE, SUMMARY)]
@@ -223,23 +224,17 @@ def classify_features(
         chunk_size = recorded_chunk_size(sequences)
     model = load_classifier(classifier)  # before any work: a wrong file, or one for another chunk size, stops here
     if chunk_size is not None:
-        chunk_size = check_chunk_size(classifier, model, chunk_size, any_chunk_size)
+        chunk_size = match_trained_chunk_size(classifier, model, chunk_size, any_chunk_size)
     record = classify_record(feature_files, classifier, sequences, threshold, chunk_size)
     manifest_path = os.path.join(outdir, CLASSIFY_RECORD)
-    with exclusive(manifest_path, f"classification in {outdir}"):
-        previous = read_record(manifest_path) or {}
-        if reuse_existing(paths, previous.get("made_from"), record, overwrite, redo, "classification",
-                          check=lambda: changed_files(paths, previous.get("sha256"))):
-            return result
-        for path in paths + [manifest_path]:
-            remove_own_temps(path)
-        if os.path.exists(manifest_path):  # an earlier record must not vouch for the tables replaced now
-            os.remove(manifest_path)
-        counts = _classify(feature_files, classifier, paths, sequences, threshold, device, block_rows)
-        digests = file_digests(paths)
-        write_record(manifest_path, {"made_from": record, "summary_sha256": digests[SUMMARY], "sha256": digests,
-                                     "threshold": threshold, "chunk_size": chunk_size, "counts": counts,
-                                     "test_classifier": bool(model.virnucpro.get("test_model"))})
+
+    def made_from(counts, digests):
+        return {"made_from": record, "summary_sha256": digests[SUMMARY], "sha256": digests, "threshold": threshold,
+                "chunk_size": chunk_size, "counts": counts, "test_classifier": bool(model.virnucpro.get("test_model"))}
+
+    make_once(paths, record, lambda: _classify(feature_files, classifier, paths, sequences, threshold, device, block_rows),
+              what="classification", lock=manifest_path, lock_what=f"classification in {outdir}",
+              record_path=manifest_path, record=made_from, overwrite=overwrite, redo=redo)
     return result
 
 
@@ -265,7 +260,7 @@ def _classify(feature_files, classifier, paths, sequences, threshold, device, bl
                 yield ids, block
 
     with atomic_paths(paths) as (tmp_predictions, tmp_highest, tmp_summary):
-        with open(tmp_predictions, "w", newline="\n", encoding="utf-8") as out, tqdm(desc="classify", unit="frame", disable=None) as bar:
+        with open(tmp_predictions, "w", newline="\n", encoding="utf-8") as out, tqdm(desc=CLASSIFY_STAGE, unit="frame", disable=None) as bar:
             out.write(tsv_line(PREDICTION_COLUMNS))
             for ids, block in rebatch(blocks(), block_rows):
                 probabilities = np.concatenate(

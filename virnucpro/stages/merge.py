@@ -15,7 +15,7 @@ import numpy as np
 from .. import __version__
 from ..errors import UserError
 from ..names import EMBEDDING_EXTENSIONS, MADE_FROM, as_path_list, features_file, shard_key
-from ..outputs import atomic_paths, exclusive, input_identity, remove_own_temps, reuse_existing
+from ..outputs import atomic_paths, input_identity, make_once
 from ..parallel import ordered_map, plan_pool
 from ..pt_io import is_hdf5, read_pt_embeddings
 
@@ -157,14 +157,11 @@ def recorded_merge(path):
     """The `merge_record` a features file carries, or None (missing, unreadable or not recorded)."""
     import json
 
-    from ..embeddings_h5 import text_attrs
+    from ..embeddings_h5 import root_attrs
 
     try:
-        import h5py
-
-        with h5py.File(path, "r") as handle:
-            return json.loads(text_attrs(handle.attrs)[MADE_FROM])
-    except (OSError, KeyError, ValueError):
+        return json.loads((root_attrs(path) or {})[MADE_FROM])
+    except (KeyError, ValueError, TypeError):
         return None
 
 
@@ -176,16 +173,15 @@ def merge_features(nucleotide, protein, output, skip_missing=False, overwrite=Fa
     same inputs is skipped; one made from other inputs is refused (one line) unless `overwrite`,
     or made again with `redo` (for a caller that owns the folder). One run at a time per output.
     """
+    from ..embeddings_h5 import content_matches
+
     output = str(output)
     record = merge_record(nucleotide, protein, skip_missing)
-    with exclusive(output, f"merged features {output}"):
-        from ..embeddings_h5 import content_matches
-
-        if reuse_existing([output], recorded_merge(output), record, overwrite, redo, "merged features",
-                          check=lambda: [] if content_matches(output, "features") else [os.path.basename(output)]):
-            return output
-        remove_own_temps(output)
-        return _merge(nucleotide, protein, output, skip_missing, block_rows, record)
+    return make_once([output], record, lambda: _merge(nucleotide, protein, output, skip_missing, block_rows, record),
+                     what="merged features", lock=output, lock_what=f"merged features {output}",
+                     recorded=lambda _: recorded_merge(output),
+                     changed=lambda _, paths: [] if content_matches(output, "features") else [os.path.basename(output)],
+                     kept=lambda _: output, overwrite=overwrite, redo=redo)
 
 
 def _merge(nucleotide, protein, output, skip_missing, block_rows, record):
@@ -286,11 +282,7 @@ def pair_inputs(nucleotide, protein):
 
 def _merge_batch(task):
     """Pool worker: merge a batch of pairs; a failing pair is reported, not raised, so others finish."""
-    pairs, skip_missing, overwrite = task
-    if not logging.getLogger().handlers:
-        from ..cli import setup_logging
-
-        setup_logging("virnucpro-merge")
+    pairs, skip_missing, overwrite = task  # its logging is set up like the parent's (`parallel.start_pool`)
     results = []
     for key, nucl, prot, output in pairs:
         try:

@@ -29,15 +29,14 @@ import time
 from .. import __version__
 from ..errors import UserError
 from ..fasta import check_readable
-from ..names import (HIGHESTSCORE, PREDICTIONS, REPORT, RUN_RECORD, STAGE_FOLDERS, SUMMARY, TIMINGS, embeddings_file,
-                    features_file, predict_outputs, shard_of)
+from ..names import (HIGHESTSCORE, PREDICTIONS, REPORT, RUN_RECORD, STAGE_FOLDERS, STAGES, SUMMARY, TIMINGS,
+                    embeddings_file, features_file, predict_outputs, shard_of)
 from ..outputs import exclusive, file_sha256, read_record, remove_own_temps, write_record
 from ..parallel import cap_workers
 from ..results import DEFAULT_THRESHOLD, check_threshold
 
 log = logging.getLogger(__name__)
 
-STAGES = ("translate", "dnabert", "esm", "merge", "classify", "report")
 #: The settings each stage's outputs depend on, besides those of the stages before it.
 STAGE_SETTINGS = {
     "translate": ("input_name", "input_sha256", "chunk_size", "shard_size", "virnucpro_version"),
@@ -62,7 +61,7 @@ def preflight(input, outdir, classifier, chunk_size, any_chunk_size, dnabert_mod
     trained on --chunk_size (which it supplies when not given), each model a folder with weights or
     a hub id the cache or the hub has, the output folder writable, the threshold in [0, 1].
     Returns (chunk size, threshold, the names of the test models used)."""
-    from ..models.classifier import check_chunk_size, load_classifier
+    from ..models.classifier import load_classifier, match_trained_chunk_size
     from .classify import FEATURE_DIM
     from .extract import DEFAULT_MODELS
     from ..models.hub import check_model
@@ -85,7 +84,7 @@ def preflight(input, outdir, classifier, chunk_size, any_chunk_size, dnabert_mod
             problems.append(f"--classifier {classifier}: the classifier takes {model.input_dim} features, but VirNucPro "
                             f"features have {FEATURE_DIM} (768 DNABERT-S + 2560 ESM-2)")
         known = len(problems)
-        chunk_size = check(check_chunk_size, classifier, model, chunk_size, any_chunk_size)
+        chunk_size = check(match_trained_chunk_size, classifier, model, chunk_size, any_chunk_size)
         if model.virnucpro.get("test_model"):
             test_models.append("classifier")
         if chunk_size is None and len(problems) == known:
@@ -113,10 +112,9 @@ def _is_test_model(folder):
 def resolved_precision(precision, device, gpus, workers):
     """--precision as extract resolves it on the run's device (auto: bf16 on CUDA, fp32 on a CPU):
     the run records what the embeddings are really made with."""
-    from .extract import plan_devices, resolve_precision
+    from ..engine.devices import plan
 
-    devices = plan_devices(device, gpus, workers or 1)
-    return resolve_precision(precision, "cuda" if devices[0].startswith("cuda") else "cpu")
+    return plan(device, gpus, workers or 1, precision).precision
 
 
 def run_settings(input, chunk_size, classifier, dnabert_model, esm_model, precision, shard_size, threshold):

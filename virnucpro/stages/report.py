@@ -20,9 +20,10 @@ import numpy as np
 
 from .. import __version__
 from ..errors import UserError
-from ..names import PREDICTION_COLUMNS, REPORT, REPORT_RECORD, SUMMARY_COLUMNS
-from ..results import (DEFAULT_THRESHOLD, chunk_bounds, chunk_id, is_viral_chunk, is_viral_sequence,
-                      read_classify_record, update_chunk_best)
+from ..names import (HIGHESTSCORE, PREDICTION_COLUMNS, PREDICTIONS, REPORT, REPORT_RECORD, REPORT_STAGE, SUMMARY,
+                     SUMMARY_COLUMNS)
+from ..results import (DEFAULT_THRESHOLD, check_chunk_size, check_threshold, chunk_bounds, chunk_id, is_viral_chunk,
+                      is_viral_sequence, read_classify_record, update_chunk_best)
 
 log = logging.getLogger(__name__)
 
@@ -218,13 +219,13 @@ def _rules(threshold):
     """How to read the tables and the verdict, in words (the page explains itself)."""
     t = html.escape(str(threshold))
     return f"""<div class='rules'>
-<p><b>Frames</b> (prediction_results.tsv, as the original wrote it): the classifier scores each stop-free
+<p><b>Frames</b> ({PREDICTIONS}, as the original wrote it): the classifier scores each stop-free
 reading frame of a chunk; <b>score1</b> is its softmax probability of class <i>others</i>, <b>score2</b> of
 class <i>virus</i> (they sum to 1); Prediction is virus when score2 &gt; score1.</p>
-<p><b>Chunks</b> (prediction_results_highestscore.tsv, the original's rule): a chunk is <b>viral</b>
+<p><b>Chunks</b> ({HIGHESTSCORE}, the original's rule): a chunk is <b>viral</b>
 (Is_Virus True) when its best score2 over its frames is at or above its best score1 over its frames.
 A chunk without a stop-free frame gets no score.</p>
-<p><b>Sequences</b> (sequence_summary.tsv, <i>this project's aggregation</i>; the original stops at chunks):
+<p><b>Sequences</b> ({SUMMARY}, <i>this project's aggregation</i>; the original stops at chunks):
 viral_fraction = chunks_viral / chunks_scored, and the verdict is <b>virus</b> when viral_fraction &gt;= {t}
 (--threshold), <b>others</b> below it, <b>unscored</b> when no chunk was scored. So counting the red bars of a
 sequence's chunk track gives its verdict. mean_virus_score, the mean of the chunks' best score2, is shown
@@ -281,11 +282,11 @@ def write_report(path, results, settings, times, chunk_size, started=None, test_
     )
     stage_times = [(stage, seconds if isinstance(seconds, str) else f"{seconds:.1f}") for stage, seconds in times.items()]
     if times and started is not None:
-        stage_times.append(("report", f"{time.perf_counter() - started:.1f} (until this page was written)"))
+        stage_times.append((REPORT_STAGE, f"{time.perf_counter() - started:.1f} (until this page was written)"))
     parts += [
         "<h2>Per-sequence verdicts</h2>",
         f"<p class='note'>This project's aggregation: verdict virus when viral_fraction (chunks_viral / chunks_scored) "
-        f"&gt;= {html.escape(str(results.threshold))}. Full table: sequence_summary.tsv"
+        f"&gt;= {html.escape(str(results.threshold))}. Full table: {SUMMARY}"
         + (f" (first {TABLE_ROWS} of {len(results.summary_rows)} shown)" if len(results.summary_rows) > TABLE_ROWS else "")
         + ".</p>",
         "<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in header) + f"</tr></thead><tbody>{body}</tbody></table>",
@@ -300,7 +301,7 @@ def write_report(path, results, settings, times, chunk_size, started=None, test_
     return path
 
 
-def _check_chunk_size(results, chunk_size, path):
+def _check_tables_fit_chunk_size(results, chunk_size, path):
     """The chunk tracks need the run's chunk size; a wrong one would draw misplaced chunks."""
     for row in results.summary_rows:
         if row["length"] != "NA" and int(row["length"]) <= 0:
@@ -310,7 +311,7 @@ def _check_chunk_size(results, chunk_size, path):
                             f"not what --chunk_size {chunk_size} gives; pass the run's --chunk_size")
 
 
-def _check_threshold(results, path):
+def _warn_if_other_threshold(results, path):
     """Warn when the verdicts were made with another threshold than the one the report draws."""
     disagree = [r["sequence_id"] for r in results.summary_rows if r["verdict"] != "unscored" and
                 is_viral_sequence(int(r["chunks_viral"]), int(r["chunks_scored"]), results.threshold) != (r["verdict"] == "virus")]
@@ -331,8 +332,7 @@ def make_report(predictions, summary, outdir, chunk_size=None, threshold=None, n
     has read the tables already. The test-model banner shows when settings or classify's record say
     a test model was used.
     """
-    from ..outputs import (changed_files, exclusive, file_digests, input_identity, read_record, remove_own_temps,
-                          reuse_existing, write_record)
+    from ..outputs import input_identity, make_once
 
     predictions, summary, outdir = str(predictions), str(summary), str(outdir)
     recorded = read_classify_record(summary) or {}
@@ -340,15 +340,8 @@ def make_report(predictions, summary, outdir, chunk_size=None, threshold=None, n
         chunk_size = recorded.get("chunk_size") or 500
     if threshold is None:
         threshold = recorded.get("threshold", DEFAULT_THRESHOLD)
-    if str(chunk_size) not in ("300", "500"):
-        log.warning("--chunk_size %s: the published classifiers were trained on 300 or 500", chunk_size)
-    try:
-        chunk_size = int(chunk_size)
-        threshold = float(threshold)
-    except ValueError:
-        raise UserError(f"--chunk_size must be a whole number and --threshold a number, got {chunk_size!r}, {threshold!r}") from None
-    if chunk_size <= 0:
-        raise UserError(f"--chunk_size must be positive, got {chunk_size}")
+    chunk_size = check_chunk_size(chunk_size, any_chunk_size=True, warn=True)  # classify matched it to the classifier
+    threshold = check_threshold(threshold)
     name = str(name) if name is not None else os.path.basename(os.path.dirname(os.path.abspath(summary)))
     settings = settings or dict(input_name=name, chunk_size=chunk_size, threshold=threshold,
                                 predictions=os.path.basename(predictions), summary=os.path.basename(summary))
@@ -356,24 +349,24 @@ def make_report(predictions, summary, outdir, chunk_size=None, threshold=None, n
                   tables={"predictions": input_identity(predictions), "summary": input_identity(summary)})
     path = os.path.join(outdir, REPORT)
     record_path = os.path.join(outdir, REPORT_RECORD)
-    with exclusive(path, f"report {path}"):
-        previous = read_record(record_path) or {}
-        if reuse_existing([path], previous.get("made_from"), record, overwrite, redo, "report",
-                          check=lambda: changed_files([path], previous.get("sha256"))):
-            return path
+
+    def check_tables():  # read only when the report is made, not when it is kept
+        nonlocal results
         if results is None:
             results = read_results(dict(predictions=predictions, summary=summary), threshold)
-        _check_chunk_size(results, chunk_size, summary)
-        _check_threshold(results, summary)
-        for temp_of in (path, record_path):
-            remove_own_temps(temp_of)
-        if os.path.exists(record_path):  # an earlier record must not vouch for the report replaced now
-            os.remove(record_path)
+        _check_tables_fit_chunk_size(results, chunk_size, summary)
+        _warn_if_other_threshold(results, summary)
+
+    def write():
         write_report(path, results, settings, times or {}, chunk_size, started=started,
                      test_classifier=bool(recorded.get("test_classifier")))
-        write_record(record_path, {"made_from": record, "sha256": file_digests([path])})
-    counts = results.counts()
-    log.info("wrote %s: %d sequences, %d frames scored", path, counts["sequences"], counts["frames"])
+        return results.counts()
+
+    counts = make_once([path], record, write, what="report", lock=path, lock_what=f"report {path}",
+                       record_path=record_path, check_first=check_tables,
+                       record=lambda _, digests: {"made_from": record, "sha256": digests}, overwrite=overwrite, redo=redo)
+    if counts:  # made now, not kept
+        log.info("wrote %s: %d sequences, %d frames scored", path, counts["sequences"], counts["frames"])
     return path
 
 

@@ -19,7 +19,7 @@ from ..fasta import check_readable, check_unchanged, file_state, format_record, 
 from ..names import SEQUENCES_COLUMNS, TRANSLATE_RECORD, stem, translate_output_pattern, translate_outputs
 from ..outputs import discard, file_sha256, publish, temp_path_for
 from ..parallel import available_cpus, ordered_map, plan_pool
-from ..results import chunk_bounds, chunk_id
+from ..results import check_chunk_size, chunk_bounds, chunk_id
 from ..tsv import tsv_line
 
 log = logging.getLogger(__name__)
@@ -221,7 +221,7 @@ class _ShardWriter:
 
 
 def translate_fasta(input, outdir, chunk_size=500, workers=None, shard_size=0, overwrite=False,
-                    write_chunks=False, batch_bases=None, redo=False, input_sha256=None):
+                    write_chunks=False, batch_bases=None, redo=False, input_sha256=None, any_chunk_size=True):
     """Translate one FASTA file; returns dict(nucleotide=[paths], protein=[paths], sequences=path, ...).
 
     Output is byte-identical for any number of workers. `<stem>.translate.json` records the
@@ -230,30 +230,31 @@ def translate_fasta(input, outdir, chunk_size=500, workers=None, shard_size=0, o
     again with `redo` (for a caller that owns the folder). One run at a time per input stem and
     folder; nothing is left under a final name if the run fails. `input_sha256`: the input's digest
     when the caller has just taken it (one read less; a change since is still caught while reading).
+    `any_chunk_size`: accept a chunk size other than 300 or 500 (with a warning).
     """
-    from ..outputs import changed_files, exclusive, read_record, remove_own_temps, reuse_existing
+    from ..outputs import make_once
 
-    if not isinstance(chunk_size, int) or chunk_size < 3:
-        raise UserError(f"--chunk_size must be a whole number of at least 3, got {chunk_size!r}")
-    if chunk_size not in (300, 500):
-        log.warning("chunk size %s: the published classifiers were trained on 300 or 500", chunk_size)
+    check_chunk_size(chunk_size, any_chunk_size, warn=True)
     if not isinstance(shard_size, int) or shard_size < 0:
         raise UserError(f"--shard_size must be a whole number >= 0, got {shard_size!r}")
     check_readable(input)
     outdir = str(outdir)
     settings = {"input": os.path.basename(input), "input_sha256": input_sha256 or file_sha256(input), "chunk_size": chunk_size,
                 "shard_size": shard_size, "write_chunks": bool(write_chunks)}
+
+    def existing(manifest):
+        """The outputs to judge: those the manifest lists, else any of this input's here."""
+        listed = _recorded_outputs(manifest, outdir)
+        return _files(listed) if listed else _our_outputs(input, outdir)
+
     manifest_path = translate_outputs(outdir, input)["manifest"]
-    with exclusive(manifest_path, f"translation of {stem(input)} in {outdir}"):
-        manifest = read_record(manifest_path)
-        previous = _recorded_outputs(manifest, outdir) if manifest else None
-        existing = _files(previous) if previous else _our_outputs(input, outdir)
-        if existing and reuse_existing(existing, manifest and manifest.get("settings"), settings, overwrite, redo,
-                                       f"translation of {input}", check=lambda: changed_files(existing, manifest.get("sha256"))):
-            return previous
-        for base in _temp_bases(input, outdir):
-            remove_own_temps(base)
-        return _translate(input, outdir, settings, workers, batch_bases)
+    # record=None: _translate replaces the manifest itself, just before it publishes (the manifest
+    # lists the shards, known only then).
+    return make_once(existing, settings, lambda: _translate(input, outdir, settings, workers, batch_bases),
+                     what=f"translation of {input}", lock=manifest_path,
+                     lock_what=f"translation of {stem(input)} in {outdir}", record_path=manifest_path,
+                     recorded=lambda manifest: manifest.get("settings"), temps_of=_temp_bases(input, outdir),
+                     kept=lambda manifest: _recorded_outputs(manifest, outdir), overwrite=overwrite, redo=redo)
 
 
 def _translate(input, outdir, settings, workers, batch_bases):
@@ -294,7 +295,7 @@ def _translate(input, outdir, settings, workers, batch_bases):
             check_unchanged(input, before, settings["input_sha256"], settings["input_sha256"])
 
         outputs = translate_outputs(outdir, input, len(writer.temps) if shard_size else 0, write_chunks)
-        if os.path.exists(outputs["manifest"]):  # an earlier run's record must not vouch for replaced files
+        if os.path.exists(outputs["manifest"]):  # the old record goes first (outputs.make_once says why)
             os.remove(outputs["manifest"])
         for old in _our_outputs(input, outdir):
             os.remove(old)
@@ -360,8 +361,5 @@ def translate(input, outdir, chunk_size, workers=None, shard_size=0, overwrite=F
       any_chunk_size: accept a --chunk_size other than 300 or 500 (for a classifier of your own).
       verbose: debug logging.
     """
-    from ..models.classifier import check_allowed_chunk_size
-
-    check_allowed_chunk_size(chunk_size, any_chunk_size)
     translate_fasta(input, outdir, chunk_size=chunk_size, workers=workers, shard_size=shard_size,
-                    overwrite=overwrite, write_chunks=write_chunks)
+                    overwrite=overwrite, write_chunks=write_chunks, any_chunk_size=any_chunk_size)
