@@ -102,6 +102,67 @@ def test_a_worker_killed_mid_run_is_a_one_line_error_not_a_hang(attempt):
     assert "\n" not in message and message.startswith("a worker process died") and "rerun to resume" in message
 
 
+#: A worker that dies while it sends a result: the script the test below runs (a fresh process, as
+#: the executor's reader thread it leaves stuck would otherwise hold up this one's exit).
+DIES_MID_SEND = '''
+import os, signal, sys, threading, time
+
+from virnucpro.cli import _exit
+from virnucpro.errors import UserError
+from virnucpro.parallel import ordered_map
+
+PAYLOAD = 256 << 20
+
+
+def writing_to_a_pipe():
+    """Whether the main thread waits in a write to a pipe (the result's message, 64 KiB at a time)."""
+    with open(f"/proc/self/task/{os.getpid()}/wchan") as handle:
+        return "pipe" in handle.read()  # pipe_write, anon_pipe_write, pipe_wait_writable (by kernel)
+
+
+class DiesWhileSent:
+    """Pickled in the worker just before it is sent: a thread then kills the worker as soon as the
+    message is on its way (its size is far more than a pipe holds)."""
+
+    def __reduce__(self):
+        def die():
+            while not writing_to_a_pipe():
+                time.sleep(0.0002)
+            open(sys.argv[1], "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        threading.Thread(target=die, daemon=True).start()
+        return (bytes, (b"x" * PAYLOAD,))
+
+
+def task(number):
+    return DiesWhileSent() if number == 1 else number
+
+
+if __name__ == "__main__":
+    try:
+        list(ordered_map(task, range(4), workers=2))
+    except UserError as err:
+        print(err, file=sys.stderr)
+        _exit(1)  # the tools' own way out
+    _exit(0)
+'''
+
+
+def test_a_worker_killed_while_it_sends_a_result_is_one_line_not_a_hang(tmp_path):
+    """The executor's reader thread waits forever for the rest of a message whose sender died: the
+    pool notices the dead worker itself, and the tool's exit does not wait for that thread."""
+    script, marker = tmp_path / "dies_mid_send.py", tmp_path / "sent_before_death"
+    script.write_text(DIES_MID_SEND)
+    run = subprocess.run([sys.executable, str(script), str(marker)], capture_output=True, text=True,
+                         timeout=HANG_GUARD_S)
+    assert marker.exists()  # it died in the middle of sending
+    assert run.returncode == 1, run.stderr
+    # The tool's line, and no traceback. The exit that could not wait skips the interpreter's exit
+    # handlers, so multiprocessing's resource tracker may add its leaked-semaphore warning after it.
+    assert run.stderr.startswith("a worker process died") and "Traceback" not in run.stderr, run.stderr
+
+
 # ---- a process-group SIGTERM to a running tool ----------------------------------------------------------
 
 

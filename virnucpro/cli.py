@@ -5,6 +5,7 @@ import os
 import re
 import signal
 import sys
+import threading
 
 from .errors import UserError, is_out_of_memory, out_of_memory_line
 
@@ -134,21 +135,33 @@ def run(component, tool=None):
         print(f"{tool}: error: {os_error_line(err, args)}", file=sys.stderr)
         if hdf5_failed:
             # HDF5 still holds the failed write in objects Python frees at exit, and freeing them
-            # prints tracebacks or crashes.
+            # prints tracebacks or crashes; every cleanup has run on the way here, so leave now.
             _leave_now(1)
-        sys.exit(1)
+        _exit(1)
     except Terminated:
         print(f"{tool}: terminated (SIGTERM); nothing partial was left under a final name", file=sys.stderr)
-        _leave_now(143)
+        _exit(143)
     except KeyboardInterrupt:
         print(f"{tool}: interrupted (Ctrl-C); nothing partial was left under a final name", file=sys.stderr)
-        _leave_now(130)
+        _exit(130)
+
+
+#: Seconds the interpreter's exit handlers get after a failure before the process leaves anyway.
+EXIT_GRACE_S = 10
+
+
+def _exit(status):
+    """`sys.exit(status)`, but leave at most EXIT_GRACE_S later even if an exit handler hangs: after
+    a signal or a dead worker, a process pool's reader thread may wait forever for the rest of a
+    result its worker died sending, and the interpreter joins that thread at exit."""
+    watchdog = threading.Timer(EXIT_GRACE_S, _leave_now, (status,))
+    watchdog.daemon = True
+    watchdog.start()
+    sys.exit(status)
 
 
 def _leave_now(status):
-    """Exit without the interpreter's exit handlers, once every cleanup has run on the way here. After
-    a signal, a worker may have died in the middle of sending a result, and the exit handler that
-    joins a process pool's reader thread would then wait for the rest of that message forever."""
+    """Exit at once, without the interpreter's exit handlers (every cleanup has run by then)."""
     logging.shutdown()  # flushes the log handlers, as a normal exit would
     sys.stdout.flush()
     sys.stderr.flush()

@@ -108,6 +108,7 @@ class Pool:
         context = multiprocessing.get_context("spawn")
         self._abort_watched, self._abort = context.Pipe(duplex=False)
         self.workers, self.busy = workers, 0
+        self.processes = []  # its workers, as the executor starts them (on demand, within submit)
         self.executor = concurrent.futures.ProcessPoolExecutor(
             workers, mp_context=context, initializer=_init_worker,
             initargs=(self._abort_watched, _log_setup(), initializer, initargs))
@@ -122,7 +123,14 @@ class Pool:
         """`executor.submit`; Ctrl-C is held back meanwhile, as a worker may be started here and
         must start with it blocked (the worker then ignores it); a Ctrl-C that came is raised after."""
         with _sigint_held():
-            return self.executor.submit(function, *args)
+            before = set(multiprocessing.active_children())
+            future = self.executor.submit(function, *args)
+            self.processes += [process for process in multiprocessing.active_children() if process not in before]
+            return future
+
+    def lost_a_worker(self):
+        """Whether one of its workers has ended (only `close` ends them otherwise)."""
+        return any(process.exitcode is not None for process in self.processes)
 
     def close(self, clean=True):
         """Shut the pool down: after its work (`clean`), or at once after an error or a signal,
@@ -224,7 +232,7 @@ def ordered_map(worker, tasks, workers, chunksize=1, max_in_flight=None, initial
                 finished = True
                 return
             future, pool, size = pending.popleft()
-            results = result(future)
+            results = result(future, pool)
             pool.busy -= size
             in_flight -= size
             yield from results
@@ -237,10 +245,21 @@ def ordered_map(worker, tasks, workers, chunksize=1, max_in_flight=None, initial
                 pool.busy -= size
 
 
-def result(future):
-    """`future.result()`, or a one-line error when the worker running it died (OOM killer, kill -9)."""
+def result(future, pool):
+    """`future.result()`, or a one-line error when a worker of `pool` died (OOM killer, kill -9).
+
+    The executor notices a dead worker by itself, except one killed while sending a result: its
+    reader thread then waits forever for the rest of that message. So the workers are looked at
+    every second too."""
+    from .errors import UserError
+
     with worker_death_as_one_line():
-        return future.result()
+        while True:
+            try:
+                return future.result(timeout=1.0)
+            except concurrent.futures.TimeoutError:
+                if pool.lost_a_worker():
+                    raise UserError(WORKER_DIED) from None
 
 
 @contextlib.contextmanager
@@ -252,7 +271,10 @@ def worker_death_as_one_line():
     try:
         yield
     except concurrent.futures.process.BrokenProcessPool:
-        raise UserError("a worker process died (killed, or out of memory?); rerun to resume") from None
+        raise UserError(WORKER_DIED) from None
+
+
+WORKER_DIED = "a worker process died (killed, or out of memory?); rerun to resume"
 
 
 def _apply_chunk(worker, chunk):

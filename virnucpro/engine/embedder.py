@@ -153,8 +153,8 @@ class BatchEmbedder:
             try:  # each device's first task: a failed load is raised here, as the worker raised it
                 loads = [pool.submit(_load_in_worker, self.kind, self.folder, device, self.plan.precision,
                                      self.plan.compile, threads) for pool, device in zip(pools, devices)]
-                for load in loads:
-                    result(load)
+                for load, pool in zip(loads, pools):
+                    result(load, pool)
             except BaseException:
                 for pool in pools:
                     pool.close(clean=False)
