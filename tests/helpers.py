@@ -154,6 +154,18 @@ def is_alive(pid):
     return stat is not None and stat[0] != "Z"
 
 
+def outliving(pids, patience=PATIENCE):
+    """Wait (up to `patience` s, a safety net) for `pids` to end; returns those still running, killed
+    so none is left behind."""
+    deadline = time.monotonic() + patience
+    while any(is_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = [pid for pid in pids if is_alive(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    return left
+
+
 def wait_stopped(process):
     """Wait until a SIGSTOP sent to `process` has taken effect (the kernel delivers it later):
     True once it is stopped, False if it ended first."""

@@ -15,7 +15,7 @@ from virnucpro.engine.streaming import plan_batches
 from virnucpro.stages.extract import extract_embeddings, resolve_model
 from virnucpro.fasta import read_fasta
 
-from helpers import DATA, PATIENCE, REPO, child_pids, files_in, is_alive, run_tool
+from helpers import DATA, REPO, child_pids, files_in, outliving, run_tool
 
 REFERENCE = os.path.join(DATA, "dnabert_reference")
 DNA = os.path.join(REFERENCE, "sequences.fa")
@@ -263,13 +263,7 @@ def test_spawned_workers_exit_when_their_parent_is_killed(tmp_path, test_models)
     finally:
         parent.send_signal(signal.SIGKILL)
         parent.wait()
-    deadline = time.monotonic() + PATIENCE  # a safety net: the loop ends when they exit
-    while any(is_alive(pid) for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    left = [pid for pid in workers if is_alive(pid)]
-    for pid in left:
-        os.kill(pid, signal.SIGKILL)
-    assert not left, "workers outlived their killed parent"
+    assert not outliving(workers), "workers outlived their killed parent"
 
 
 @pytest.mark.parametrize("kind", ["dnabert", "esm"])

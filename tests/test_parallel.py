@@ -13,7 +13,7 @@ import pytest
 from virnucpro.errors import UserError
 from virnucpro.parallel import ordered_map, start_pool
 
-from helpers import BIN, child_pids, is_alive, write_random_dna_fasta
+from helpers import BIN, child_pids, is_alive, outliving, write_random_dna_fasta
 
 REPEATS = range(5)
 #: A safety net only: every wait below ends on an event long before.
@@ -209,10 +209,4 @@ def test_a_process_group_sigterm_ends_a_running_tool_at_once(tmp_path, long_inpu
             tool.wait()
     assert tool.returncode == 143, stderr
     assert "Traceback" not in stderr and "virnucpro-translate: terminated" in stderr, stderr
-    deadline = time.monotonic() + HANG_GUARD_S
-    while any(is_alive(pid) for pid in family) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    left = [pid for pid in family if is_alive(pid)]
-    for pid in left:
-        os.kill(pid, signal.SIGKILL)
-    assert not left, "processes outlived the tool"
+    assert not outliving(family, HANG_GUARD_S), "processes outlived the tool"
