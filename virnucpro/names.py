@@ -85,7 +85,7 @@ def final_name(name):
 # ---- predict --------------------------------------------------------------------------------
 #: The stages of a run, in order: they label predict's log lines and timings and the tools' progress bars.
 STAGES = ("translate", "dnabert", "esm", "merge", "classify", "report")
-TRANSLATE_STAGE, DNABERT_STAGE, ESM_STAGE, MERGE_STAGE, CLASSIFY_STAGE, REPORT_STAGE = STAGES
+*_, CLASSIFY_STAGE, REPORT_STAGE = STAGES  # the labels classify and report print themselves
 STAGE_FOLDERS = {"translate": "1_translate", "dnabert": "2_dnabert", "esm": "3_esm", "merge": "4_merge"}
 RUN_RECORD = "run.json"
 TIMINGS = "timings.json"
